@@ -1,0 +1,1 @@
+"""The ``cordum`` command line: thin commands that parse, call the kernel, and print."""

@@ -1,0 +1,62 @@
+"""Entry point of the ``cordum`` command.
+
+Users never see a traceback: known errors are printed by the commands themselves with
+an exit code, and anything unexpected becomes one line that says how to get details.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from cordum import __version__
+from cordum.cli.output import err_console
+from cordum.cli.policy import policy_app
+
+EXIT_INTERNAL_ERROR = 70
+
+app = typer.Typer(
+    name="cordum",
+    help="Cordum: the control plane that governs what AI agents do.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+app.add_typer(policy_app, name="policy")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"cordum {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Cordum: the control plane that governs what AI agents do."""
+
+
+def run() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except Exception as exc:  # the last line of defence: report, don't dump a traceback
+        if os.environ.get("CORDUM_DEBUG"):
+            raise
+        err_console.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
+            "This is a bug in Cordum. Run again with CORDUM_DEBUG=1 for the traceback"
+            " and report it."
+        )
+        sys.exit(EXIT_INTERNAL_ERROR)
+
+
+if __name__ == "__main__":
+    run()

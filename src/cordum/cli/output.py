@@ -1,0 +1,36 @@
+"""Consoles and exit codes shared by the commands."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+
+from cordum.models import Decision
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+DECISION_STYLES = {
+    Decision.ALLOW: "bold green",
+    Decision.ALLOW_WITH_CONSTRAINTS: "bold cyan",
+    Decision.REQUIRE_APPROVAL: "bold yellow",
+    Decision.THROTTLE: "bold magenta",
+    Decision.DENY: "bold red",
+}
+SEVERITY_STYLES = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable output: plain JSON on stdout, no colours, no wrapping."""
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def decision_text(decision: Decision) -> str:
+    """A decision in its colour, as Rich markup."""
+    return f"[{DECISION_STYLES[decision]}]{decision.value}[/]"

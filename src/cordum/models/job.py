@@ -1,0 +1,63 @@
+"""The job: one action an agent wants to take.
+
+These are the fields of ``POST /api/v1/jobs`` that describe the action; the pipeline adds
+identity and state around them. Unknown fields are refused, because a misspelt
+``risk_tag`` silently dropped would let a job slip past the rule meant for it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+
+MAX_TOPIC_LENGTH = 255
+
+
+class Priority(StrEnum):
+    """Scheduling priority of a job."""
+
+    INTERACTIVE = "interactive"
+    BATCH = "batch"
+    CRITICAL = "critical"
+
+
+class Job(BaseModel):
+    """An action submitted for a policy decision and, if allowed, execution."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    topic: str = Field(min_length=1, max_length=MAX_TOPIC_LENGTH, examples=["job.k8s.scale"])
+    tenant_id: str | None = Field(
+        default=None, validation_alias=AliasChoices("tenant_id", "tenant")
+    )
+    capability: str | None = None
+    risk_tags: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+    labels: dict[str, str] = Field(default_factory=dict)
+    context: Any = Field(default=None, description="The job's input, any JSON value.")
+    prompt: str | None = None
+    actor_id: str | None = None
+    actor_type: str | None = None
+    pack_id: str | None = None
+    principal_id: str | None = None
+    idempotency_key: str | None = None
+    priority: Priority | None = None
+    deadline_ms: int | None = Field(default=None, gt=0)
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _scalar_labels_as_text(cls, value: Any) -> Any:
+        """Labels are text on the wire; accept JSON numbers and booleans as their text."""
+        if isinstance(value, dict):
+            return {k: _label_text(v) for k, v in value.items()}
+        return value
+
+
+def _label_text(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
