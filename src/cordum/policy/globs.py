@@ -77,11 +77,38 @@ def literal_prefix(glob: str) -> str:
 
 
 def compile_glob(glob: str) -> Callable[[str], bool]:
-    """A predicate that says whether a (normalized) topic matches ``glob``."""
+    """A predicate that says whether a (normalized) topic matches ``glob``.
+
+    The shapes policies mostly use (``job.db.*``, ``*.delete``, ``job.*.read``) become
+    string comparisons; anything else becomes a regex, compiled on first use so that
+    loading a large policy does not pay for globs no job ever reaches.
+    """
     if is_literal(glob):
         return glob.__eq__
-    matcher = re.compile(fnmatch.translate(glob.replace("[^", "[!"))).match
-    return lambda topic: matcher(topic) is not None
+    if "?" not in glob and "[" not in glob and glob.count("*") == 1:
+        head, _, tail = glob.partition("*")
+        if not tail:
+            return lambda topic: topic.startswith(head)
+        if not head:
+            return lambda topic: topic.endswith(tail)
+        least = len(head) + len(tail)
+        return lambda topic: len(topic) >= least and topic.startswith(head) and topic.endswith(tail)
+    return _RegexGlob(glob)
+
+
+class _RegexGlob:
+    """A glob matched with a regex that is only compiled when first needed."""
+
+    __slots__ = ("_glob", "_match")
+
+    def __init__(self, glob: str) -> None:
+        self._glob = glob
+        self._match: Callable[[str], re.Match[str] | None] | None = None
+
+    def __call__(self, topic: str) -> bool:
+        if self._match is None:
+            self._match = re.compile(fnmatch.translate(self._glob.replace("[^", "[!"))).match
+        return self._match(topic) is not None
 
 
 def glob_covers(general: str, specific: str) -> bool:

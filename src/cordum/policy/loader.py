@@ -7,8 +7,10 @@ API is asked to publish it. Loading either returns a complete, compiled policy o
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from cordum.policy.bundles import MergedPolicy, merge_documents
@@ -27,6 +29,24 @@ from cordum.policy.velocity import VelocityStore
 POLICY_SUFFIXES = (".yaml", ".yml")
 BASE_BUNDLE = "base"
 TEST_FILE_SUFFIXES = ("_test.yaml", "_test.yml")
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a policy is built.
+
+    Loading allocates hundreds of thousands of objects and frees no cycles, yet every
+    allocation burst triggers collections whose cost grows with the whole heap: in a
+    long-running control plane they doubled load time. Reference counting still frees
+    everything; the collector is restored exactly as the caller had it.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def load(
@@ -64,8 +84,9 @@ def load_text(
     velocity_store: VelocityStore | None = None,
 ) -> Policy:
     """Load a policy from YAML text; ``name`` is used in error messages."""
-    document = _validate_text(text, name, dialect=dialect, strict=strict, max_bytes=max_bytes)
-    return Policy(merge_documents([document]), velocity_store=velocity_store, dialect=dialect)
+    with _collector_paused():
+        document = _validate_text(text, name, dialect=dialect, strict=strict, max_bytes=max_bytes)
+        return Policy(merge_documents([document]), velocity_store=velocity_store, dialect=dialect)
 
 
 def load_bundles(
@@ -77,8 +98,9 @@ def load_bundles(
     velocity_store: VelocityStore | None = None,
 ) -> Policy:
     """Load a policy from bundles ``{bundle_id: yaml_text}``, merged in key order."""
-    merged = merge_bundle_texts(bundles, dialect=dialect, strict=strict, max_bytes=max_bytes)
-    return Policy(merged, velocity_store=velocity_store, dialect=dialect)
+    with _collector_paused():
+        merged = merge_bundle_texts(bundles, dialect=dialect, strict=strict, max_bytes=max_bytes)
+        return Policy(merged, velocity_store=velocity_store, dialect=dialect)
 
 
 def merge_bundle_texts(

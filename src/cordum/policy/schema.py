@@ -13,6 +13,7 @@ spellings in any case, ``constraints.max_runtime_sec``. Plain ``risk_tags`` list
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -427,10 +428,7 @@ def _normalize_implicit_labels(model: type[BaseModel], data: dict[str, Any]) -> 
     Values that are not text, numbers or lists of them are left alone; the loader reports
     them with their position.
     """
-    known = set(model.model_fields)
-    for field in model.model_fields.values():
-        if isinstance(field.validation_alias, AliasChoices):
-            known.update(str(choice) for choice in field.validation_alias.choices)
+    known = _accepted_keys(model)
     out: dict[str, Any] = {}
     for key, value in data.items():
         if key in known or not isinstance(key, str):
@@ -445,6 +443,16 @@ def _normalize_implicit_labels(model: type[BaseModel], data: dict[str, Any]) -> 
             )
         out[normalized_key] = _implicit_values(value)
     return out
+
+
+@functools.cache
+def _accepted_keys(model: type[BaseModel]) -> frozenset[str]:
+    """Field names and every alias a model accepts as input."""
+    known = set(model.model_fields)
+    for field in model.model_fields.values():
+        if isinstance(field.validation_alias, AliasChoices):
+            known.update(str(choice) for choice in field.validation_alias.choices)
+    return frozenset(known)
 
 
 def _implicit_values(value: Any) -> Any:

@@ -12,6 +12,7 @@ caught by a cheap scan before parsing, and alias expansion ("billion laughs") is
 from __future__ import annotations
 
 import codecs
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
@@ -40,6 +41,30 @@ _SCALAR_BUILDERS: dict[str, Callable[[SafeConstructor, ScalarNode], Any]] = {
     _TAG + "float": SafeConstructor.construct_yaml_float,
 }
 _TEXT_TAGS = {_TAG + "str", _TAG + "timestamp"}
+
+
+_RESOLVER = yaml.resolver.Resolver()
+
+
+@functools.lru_cache(maxsize=8192)
+def _plain_scalar_tag(value: str) -> str:
+    tag: str = _RESOLVER.resolve(ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
+    return tag
+
+
+class _PolicyLoader(yaml.CSafeLoader):
+    """libyaml's parser, with the tag of each distinct plain scalar resolved once.
+
+    Tag resolution runs in Python for every scalar; policies repeat the same few
+    values (``deny``, ``prod``, ``tenant``) thousands of times, so remembering the
+    answer is most of the composer's Python work saved.
+    """
+
+    def resolve(self, kind: type[Node], value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is ScalarNode and implicit[0]:
+            return _plain_scalar_tag(value)
+        tag: str = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+        return tag
 
 
 @dataclass(frozen=True)
@@ -138,7 +163,7 @@ def parse_yaml(text: str, name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> Pars
         )
     _check_flow_nesting(raw, text, name)
     try:
-        root = yaml.compose(text, Loader=yaml.CSafeLoader)
+        root = yaml.compose(text, Loader=_PolicyLoader)
     except yaml.MarkedYAMLError as exc:
         raise _fail(name, "yaml_syntax", _yaml_problem(exc), *_mark(exc)) from None
     except yaml.reader.ReaderError as exc:

@@ -1,0 +1,248 @@
+"""Benchmark: Safety Kernel evaluation latency and policy loading time.
+
+Policies of 10, 100, 1,000 and 10,000 rules shaped like real ones (per-service deny,
+approval, throttle and constrained-allow rules over Kubernetes, databases, GitHub,
+Slack, ...), evaluated against a pool of realistic jobs in random order, pinned to one
+core. Reports p50/p99 latency of single ``evaluate`` calls and evaluations per second,
+for the normal path (index with remembered candidate lists) and for the cold path (the
+index computed from scratch on every call), plus load-and-compile time.
+
+    python bench/policy_eval.py                 # everything, prints a table
+    python bench/policy_eval.py --quick         # fewer samples (smoke run)
+    python bench/policy_eval.py --json out.json # also write the figures as JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cordum.policy import InMemoryVelocityStore, Policy, load
+
+DOMAINS = ["k8s", "db", "github", "slack", "aws", "gcp", "vault", "jira", "pagerduty", "s3"]
+VERBS = ["delete-namespace", "read-logs", "apply", "send", "scale", "migrate", "drop-table"]
+TENANTS = ["acme", "globex", "initech", "umbrella", "hooli", "stark"]
+SIZES = (10, 100, 1_000, 10_000)
+
+
+def policy_document(rule_count: int) -> dict[str, Any]:
+    """A production-shaped policy with ``rule_count`` rules (five kinds, per service)."""
+    rules: list[dict[str, Any]] = []
+    services = max(1, rule_count // 5)
+    for index in range(rule_count):
+        service = index % services
+        domain = DOMAINS[service % len(DOMAINS)]
+        prefix = f"job.{domain}.svc{service}"
+        kind = index // services % 5
+        tenants = [TENANTS[(service + k) % len(TENANTS)] for k in range(2)]
+        if kind == 0:
+            rule = {
+                "match": {
+                    "topics": [f"{prefix}.delete*", f"{prefix}.drop-*"],
+                    "risk_tags": ["prod", "destructive"],
+                },
+                "decision": "deny",
+                "reason": "destructive production operations are never automated",
+                "remediations": [
+                    {
+                        "id": "snapshot",
+                        "title": "Take a snapshot first",
+                        "replacement_topic": f"{prefix}.snapshot",
+                    }
+                ],
+            }
+        elif kind == 1:
+            rule = {
+                "match": {
+                    "topics": [f"{prefix}.*"],
+                    "risk_tags": ["prod", "write"],
+                    "labels": {"env": "prod"},
+                },
+                "decision": "require_approval",
+                "reason": "production writes need a human",
+            }
+        elif kind == 2:
+            rule = {
+                "match": {"topics": [f"{prefix}.send"], "tenants": tenants},
+                "decision": "throttle",
+                "reason": "too many messages",
+                "velocity": {"max_requests": 1_000_000, "window_seconds": 60, "key": "tenant"},
+            }
+        elif kind == 3:
+            rule = {
+                "match": {"topics": [f"{prefix}.read-logs"], "tenants": tenants},
+                "decision": "allow",
+                "reason": "reads are fine, bounded",
+                "constraints": {"budgets": {"max_runtime_ms": 30_000}},
+            }
+        else:
+            rule = {
+                "match": {
+                    "topics": [f"{prefix}.apply", f"{prefix}.scale"],
+                    "label_threshold": {"replicas": 50},
+                },
+                "decision": "deny",
+                "reason": "scaling beyond 50 replicas needs capacity review",
+            }
+        rules.append({"id": f"rule-{index}", **rule})
+    return {"version": "bench", "default_decision": "deny", "rules": rules}
+
+
+def job_pool(rule_count: int, size: int, seed: int = 7) -> list[dict[str, Any]]:
+    """Distinct realistic jobs: services the policy knows, plus some it does not."""
+    rng = random.Random(seed)
+    services = max(1, rule_count // 5)
+    jobs = []
+    for _ in range(size):
+        service = rng.randrange(int(services * 1.2) + 1)
+        domain = DOMAINS[service % len(DOMAINS)]
+        jobs.append(
+            {
+                "topic": f"job.{domain}.svc{service}.{rng.choice(VERBS)}",
+                "tenant_id": rng.choice(TENANTS),
+                "risk_tags": rng.sample(["prod", "write", "destructive", "pii"], rng.randrange(3)),
+                "labels": {
+                    "env": rng.choice(["prod", "staging"]),
+                    "replicas": str(rng.choice([3, 80])),
+                },
+                "actor_id": f"agent-{rng.randrange(20)}",
+            }
+        )
+    return jobs
+
+
+def measure(
+    policy: Policy, jobs: list[dict[str, Any]], samples: int, cold: bool
+) -> dict[str, float]:
+    """p50/p99 of single calls (ns timer around each) and throughput (tight loop)."""
+    evaluate: Callable[[Any], Any] = policy.evaluate
+    if cold:
+        index = policy._index
+        index.candidates = index.candidates_uncached  # type: ignore[method-assign]
+    rng = random.Random(11)
+    order = [jobs[rng.randrange(len(jobs))] for _ in range(samples)]
+    for job in order[: min(len(order), 20_000)]:
+        evaluate(job)
+    timer = time.perf_counter_ns
+    latencies = []
+    gc.collect()
+    for job in order:
+        start = timer()
+        evaluate(job)
+        latencies.append(timer() - start)
+    gc.collect()
+    start = time.perf_counter()
+    for job in order:
+        evaluate(job)
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    return {
+        "p50_us": latencies[len(latencies) // 2] / 1000,
+        "p99_us": latencies[int(len(latencies) * 0.99)] / 1000,
+        "evals_per_s": samples / elapsed,
+    }
+
+
+def load_time(rule_count: int, repeats: int) -> dict[str, float]:
+    """Median time to read, validate, hash and compile a policy file of ``rule_count`` rules."""
+    text = yaml.dump(policy_document(rule_count), Dumper=yaml.CSafeDumper, sort_keys=False)
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "policy.yaml"
+        path.write_text(text)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            load(path, max_bytes=64 * 1024 * 1024)
+            times.append(time.perf_counter() - start)
+    return {"load_ms": statistics.median(times) * 1000, "file_kib": len(text.encode()) / 1024}
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {
+        name: metadata.version(name) for name in ("cordum", "pydantic", "PyYAML", "google-re2")
+    }
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "libyaml": yaml.__with_libyaml__,
+        **versions,
+    }
+
+
+def pin_to_one_core() -> str:
+    """Run on one core so the figures are single-core figures."""
+    if hasattr(os, "sched_setaffinity"):
+        core = sorted(os.sched_getaffinity(0))[0]
+        os.sched_setaffinity(0, {core})
+        return f"pinned to core {core}"
+    return "not pinned (no sched_setaffinity here)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer samples, for a smoke run")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    args = parser.parse_args()
+    samples = 20_000 if args.quick else 200_000
+    pinning = pin_to_one_core()
+    info = machine()
+    print("machine:", ", ".join(f"{k}={v}" for k, v in info.items()))
+    print(f"run: {pinning}; {samples:,} evaluations per row; jobs drawn from a pool of 1,000")
+    results: dict[str, Any] = {"machine": info, "samples": samples, "eval": [], "load": []}
+    header = f"{'rules':>7} {'path':>6} {'p50 µs':>8} {'p99 µs':>8} {'evals/s':>11}"
+    print(header)
+    for count in SIZES:
+        text = yaml.dump(policy_document(count), Dumper=yaml.CSafeDumper, sort_keys=False)
+        jobs = job_pool(count, 1_000)
+        for cold in (False, True):
+            policy = load(text, max_bytes=64 * 1024 * 1024).with_velocity_store(
+                InMemoryVelocityStore()
+            )
+            figures = measure(policy, jobs, samples if not cold else samples // 4, cold)
+            path = "cold" if cold else "warm"
+            results["eval"].append({"rules": count, "path": path, **figures})
+            print(
+                f"{count:>7,} {path:>6} {figures['p50_us']:>8.2f} {figures['p99_us']:>8.2f}"
+                f" {figures['evals_per_s']:>11,.0f}"
+            )
+    del policy
+    gc.collect()
+    print(f"{'rules':>7} {'file KiB':>9} {'load+compile ms':>16}")
+    for count in SIZES:
+        figures = load_time(count, repeats=3 if count >= 10_000 else 5)
+        results["load"].append({"rules": count, **figures})
+        print(f"{count:>7,} {figures['file_kib']:>9,.0f} {figures['load_ms']:>16.1f}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
