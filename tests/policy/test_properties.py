@@ -13,16 +13,20 @@ from cordum.models import Decision
 from cordum.policy import InMemoryVelocityStore, load_text
 from cordum.policy.engine import Policy
 from cordum.policy.lint import lint
-
 from tests.policy.naive import NaiveEvaluator, matches
 from tests.policy.naive import normalize as naive_normalize
 from tests.policy.strategies import jobs, policies
 
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+def _dump(document: Any, **options: Any) -> str:
+    return yaml.dump(document, Dumper=yaml.CSafeDumper, **options)
+
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _load(document: dict[str, Any]) -> Policy:
-    policy = load_text(yaml.safe_dump(document, sort_keys=False))
+    policy = load_text(_dump(document, sort_keys=False))
     return policy.with_velocity_store(InMemoryVelocityStore(clock=lambda: 0.0))
 
 
@@ -39,7 +43,7 @@ def test_compiled_evaluator_agrees_with_a_naive_first_match_loop(document, job_l
 @SETTINGS
 @given(policies(), jobs())
 def test_evaluation_is_deterministic(document, job):
-    text = yaml.safe_dump(document, sort_keys=False)
+    text = _dump(document, sort_keys=False)
     first, second = load_text(text), load_text(text)
     assert first.snapshot_id == second.snapshot_id
     assert first.simulate(job) == first.simulate(job) == second.simulate(job)
@@ -100,9 +104,9 @@ def _reorder_sets(value: Any, rng: random.Random, parent: str = "") -> Any:
 @SETTINGS
 @given(policies(), st.randoms(use_true_random=False), st.booleans())
 def test_snapshot_id_survives_key_reordering_and_reformatting(document, rng, flow):
-    original = load_text(yaml.safe_dump(document, sort_keys=False)).snapshot_id
+    original = load_text(_dump(document, sort_keys=False)).snapshot_id
     rewritten = _reorder_sets(_shuffle_keys(document, rng), rng)
-    text = yaml.safe_dump(rewritten, sort_keys=False, default_flow_style=flow, indent=4, width=60)
+    text = _dump(rewritten, sort_keys=False, default_flow_style=flow, indent=4, width=60)
     assert load_text("# reformatted\n" + text).snapshot_id == original
 
 
@@ -116,7 +120,7 @@ def _mutations(document: dict[str, Any]) -> list[dict[str, Any]]:
         for decision in ("allow", "deny", "require_approval", "throttle"):
             if (
                 Decision(decision.upper())
-                != load_text(yaml.safe_dump({"rules": [rule]})).rules[0].rule.decision
+                != load_text(_dump({"rules": [rule]})).rules[0].rule.decision
             ):
                 changed = copy.deepcopy(document)
                 changed["rules"][i]["decision"] = decision
@@ -148,15 +152,15 @@ def _mutations(document: dict[str, Any]) -> list[dict[str, Any]]:
 @settings(max_examples=100, deadline=None)
 @given(policies(max_rules=6))
 def test_snapshot_id_changes_under_every_semantic_change(document):
-    original = load_text(yaml.safe_dump(document, sort_keys=False)).snapshot_id
+    original = load_text(_dump(document, sort_keys=False)).snapshot_id
     for changed in _mutations(document):
-        assert load_text(yaml.safe_dump(changed, sort_keys=False)).snapshot_id != original, changed
+        assert load_text(_dump(changed, sort_keys=False)).snapshot_id != original, changed
 
 
 @SETTINGS
 @given(policies(), st.lists(jobs(), min_size=1, max_size=20))
 def test_lint_never_calls_a_reachable_rule_shadowed(document, job_list):
-    policy = load_text(yaml.safe_dump(document, sort_keys=False))
+    policy = load_text(_dump(document, sort_keys=False))
     by_id = {rule.rule.id: rule.rule for rule in policy.rules}
     for finding in lint(policy):
         if finding.code not in ("unreachable-rule", "allow-shadows-deny"):
@@ -173,7 +177,7 @@ def test_lint_never_calls_a_reachable_rule_shadowed(document, job_list):
 def test_cached_and_uncached_candidates_agree(document, job):
     from cordum.policy.job_input import to_policy_input
 
-    policy = load_text(yaml.safe_dump(document, sort_keys=False))
+    policy = load_text(_dump(document, sort_keys=False))
     normalized = to_policy_input(job, policy.document.default_tenant)
     index = policy._index
     assert index.candidates(normalized) == index.candidates_uncached(normalized)

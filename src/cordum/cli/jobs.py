@@ -45,6 +45,8 @@ def build_job(job_file: str | None, flags: JobFlags) -> Job:
     """
     name = "<stdin>" if job_file == STDIN else (job_file or "<flags>")
     data: dict[str, Any] = _read_job_file(job_file) if job_file else {}
+    if flags.tenant is not None:
+        data.pop("tenant", None)  # the file may use the other spelling of tenant_id
     for key, value in (
         ("topic", flags.topic),
         ("tenant_id", flags.tenant),

@@ -13,8 +13,10 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# soft_wrap: long values (snapshot ids, paths) are left for the terminal to wrap, so
+# they stay copyable; tables still lay themselves out to the terminal width.
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 DECISION_STYLES = {
     Decision.ALLOW: "bold green",

@@ -284,6 +284,7 @@ def explain(
     pack_id: str | None = PackIdOpt,
     context: str | None = ContextOpt,
     dialect: str = DialectOpt,
+    show_all: bool = typer.Option(False, "--all", help="Also list rules for other topics."),
     json_output: bool = JsonOpt,
 ) -> None:
     """Decide a job and show, for every rule in order, whether it matched and why not."""
@@ -306,7 +307,7 @@ def explain(
     if json_output:
         print_json(result.to_dict())
     else:
-        render.explanation(result)
+        render.explanation(result, show_all=show_all)
 
 
 @policy_app.command("hash")

@@ -76,10 +76,14 @@ def _flatten(data: dict[str, object], prefix: str = "") -> list[str]:
     return lines
 
 
-def explanation(result: Explanation) -> None:
-    """The decision, then one row per rule in evaluation order."""
+def explanation(result: Explanation, show_all: bool = False) -> None:
+    """The decision, then one row per rule whose topics fit the job, in evaluation order."""
     record(result.record)
-    console.print(_trace_table("rules, in evaluation order", result.rules))
+    shown = [t for t in result.rules if show_all or t.failed_field != "topics"]
+    console.print(_trace_table("rules, in evaluation order", shown))
+    hidden = len(result.rules) - len(shown)
+    if hidden:
+        console.print(f"[dim]{hidden} rule(s) for other topics not shown (--all shows them)[/]")
     if result.default_applied:
         console.print("no rule matched: the default decision applied")
     if result.input_rules:
@@ -89,10 +93,10 @@ def explanation(result: Explanation) -> None:
 def _trace_table(title: str, traces: Sequence[RuleTrace]) -> Table:
     table = Table(title=title, title_justify="left", expand=False)
     table.add_column("#", justify="right", style="dim")
-    table.add_column("rule")
-    table.add_column("decision")
-    table.add_column("result")
-    table.add_column("why", overflow="fold")
+    table.add_column("rule", ratio=2, overflow="fold")
+    table.add_column("decision", no_wrap=True)
+    table.add_column("result", no_wrap=True)
+    table.add_column("why", ratio=3, overflow="fold")
     for trace in traces:
         why = trace.detail
         if trace.failed_field is not None:
@@ -130,17 +134,15 @@ def lint_findings(findings: Sequence[LintFinding]) -> None:
 def test_report(report: PolicyTestReport) -> None:
     """A table of test results, the failures in detail, and rule coverage."""
     table = Table(title="policy tests", title_justify="left")
-    table.add_column("", width=2)
-    table.add_column("test")
-    table.add_column("expected")
-    table.add_column("got")
-    table.add_column("rule")
+    table.add_column("", width=1)
+    table.add_column("test", ratio=3)
+    table.add_column("decision", no_wrap=True)
+    table.add_column("rule", ratio=2, overflow="fold")
     for result in report.results:
         mark = "[green]✔[/]" if result.passed else "[bold red]✘[/]"
         table.add_row(
             mark,
             escape(result.name),
-            decision_text(result.expected.decision),
             decision_text(result.actual.decision),
             escape(result.actual.rule_id or "(default)"),
         )
@@ -149,6 +151,11 @@ def test_report(report: PolicyTestReport) -> None:
         console.print(
             f"[bold red]FAIL[/] {escape(result.name)}  [dim]{escape(str(result.source))}[/]"
         )
+        expected = result.expected
+        wanted = expected.decision.value
+        if expected.rule_id != "":
+            wanted += f" by {expected.rule_id or 'the default decision'}"
+        console.print(f"    expected {escape(wanted)}")
         for problem in result.problems:
             console.print(f"    {escape(problem)}")
         console.print(f"    reason: {escape(result.actual.reason)}")

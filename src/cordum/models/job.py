@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_TOPIC_LENGTH = 255
 
@@ -45,6 +45,13 @@ class Job(BaseModel):
     idempotency_key: str | None = None
     priority: Priority | None = None
     deadline_ms: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_tenant_spelling(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "tenant" in data and "tenant_id" in data:
+            raise ValueError("give `tenant_id` or its other spelling `tenant`, not both")
+        return data
 
     @field_validator("labels", mode="before")
     @classmethod

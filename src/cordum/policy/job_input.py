@@ -174,7 +174,7 @@ def _from_mapping(job: Mapping[str, Any], default_tenant: str) -> PolicyInput:
         pack_id=_text(job, "pack_id"),
         risk_tags=_tags(job, "risk_tags"),
         requires=_tags(job, "requires"),
-        labels=_labels(labels) if labels else {},
+        labels=_labels(labels) if labels is not None else {},
         context=job.get("context"),
         prompt=_prompt(job.get("prompt")),
     )
@@ -207,7 +207,7 @@ def _text(job: Mapping[str, Any], name: str) -> str:
 
 def _tags(job: Mapping[str, Any], name: str) -> frozenset[str]:
     value = job.get(name)
-    if not value:
+    if value is None:
         return frozenset()
     if not isinstance(value, list | tuple | set | frozenset) or not all(
         isinstance(tag, str) for tag in value

@@ -144,10 +144,14 @@ def read_merged(
                 )
             except PolicyLoadError as exc:
                 issues.extend(exc.issues)
+        named = [(str(files[bundle_id]), text) for bundle_id, text in texts.items()]
+        try:
+            merged = _validate_all(named, dialect=dialect, strict=strict, max_bytes=max_bytes)
+        except PolicyLoadError as exc:
+            raise PolicyLoadError([*issues, *exc.issues]) from None
         if issues:
             raise PolicyLoadError(issues)
-        named = [(str(files[bundle_id]), text) for bundle_id, text in texts.items()]
-        return _validate_all(named, dialect=dialect, strict=strict, max_bytes=max_bytes)
+        return merged
     text = decode_policy_bytes(read_policy_bytes(path, max_bytes), str(path))
     document = _validate_text(text, str(path), dialect=dialect, strict=strict, max_bytes=max_bytes)
     return merge_documents([document])

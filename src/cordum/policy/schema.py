@@ -111,6 +111,26 @@ def _sorted_unique(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(set(values)))
 
 
+def _distinct_keys(value: Any) -> Any:
+    """Keys compared case-insensitively must differ case-insensitively.
+
+    Otherwise `Acme:` and `acme:` would silently collapse into one entry and drop the
+    other's conditions, which for a deny list means jobs it should stop get through.
+    """
+    if isinstance(value, dict):
+        seen: dict[str, Any] = {}
+        for key in value:
+            folded = key.strip().lower() if isinstance(key, str) else key
+            if folded in seen:
+                raise policy_error(
+                    "duplicate_key",
+                    f"`{seen[folded]}` and `{key}` are the same key (compared case-insensitively)",
+                    "merge their entries into one",
+                )
+            seen[folded] = key
+    return value
+
+
 def _glob(value: str) -> str:
     try:
         return normalize_glob(value)
@@ -358,14 +378,14 @@ class Match(BaseModel):
     actor_types: NameSet = Field(
         default=(), validation_alias=AliasChoices("actor_types", "actor_type")
     )
-    labels: dict[LabelKey, LabelValues] = Field(
+    labels: Annotated[dict[LabelKey, LabelValues], BeforeValidator(_distinct_keys)] = Field(
         default_factory=dict, description="Every key has one of the listed values."
     )
-    label_allowlist: dict[LabelKey, NameSet] = Field(
+    label_allowlist: Annotated[dict[LabelKey, NameSet], BeforeValidator(_distinct_keys)] = Field(
         default_factory=dict,
         description="Holds when the job has one of these labels with a value NOT listed.",
     )
-    label_threshold: dict[LabelKey, float] = Field(
+    label_threshold: Annotated[dict[LabelKey, float], BeforeValidator(_distinct_keys)] = Field(
         default_factory=dict,
         description="Holds when one of these labels has a numeric value above the threshold.",
     )
@@ -679,7 +699,9 @@ class PolicyDocument(_Strict):
     rules: tuple[Rule, ...] = ()
     input_rules: tuple[InputRule, ...] = ()
     output_rules: tuple[OutputRule, ...] = ()
-    tenants: dict[Name, LegacyTenant] = Field(default_factory=dict)
+    tenants: Annotated[dict[Name, LegacyTenant], BeforeValidator(_distinct_keys)] = Field(
+        default_factory=dict
+    )
 
     @property
     def snapshot_version(self) -> str:

@@ -27,6 +27,8 @@ from cordum.policy.errors import PolicyIssue, PolicyLoadError
 
 DEFAULT_MAX_BYTES = 2 * 1024 * 1024
 MAX_NESTING = 64
+# Levels libyaml's recursive composer can take without risk, even on a small thread stack.
+SAFE_COMPOSE_DEPTH = 1_000
 MAX_ALIAS_NODES = 100_000
 
 Loc = Sequence[str | int]
@@ -95,6 +97,21 @@ class ParsedYaml:
                 break
         return mark.line + 1, mark.column + 1
 
+    def scalar_text(self, loc: Loc) -> str | None:
+        """The source text of the scalar at ``loc`` (before YAML typed it), if there is one."""
+        node: Node | None = self.root
+        for part in loc:
+            if isinstance(node, MappingNode) and isinstance(part, str):
+                found = _find_key(node, part)
+                node = found[1] if found else None
+            elif (
+                isinstance(node, SequenceNode) and isinstance(part, int) and part < len(node.value)
+            ):
+                node = node.value[part]
+            else:
+                return None
+        return node.value if isinstance(node, ScalarNode) else None
+
     def node_line(self, loc: Loc) -> int:
         """1-based line where the value at ``loc`` starts (for rule positions)."""
         return self.position(loc)[0]
@@ -153,7 +170,18 @@ def decode_policy_bytes(data: bytes, name: str) -> str:
 
 def parse_yaml(text: str, name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> ParsedYaml:
     """Parse one YAML document into plain data, keeping the node tree for positions."""
-    raw = text.encode("utf-8", "surrogatepass")
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        line, column = _char_position(text, exc.start)
+        raise _fail(
+            name,
+            "bad_encoding",
+            f"the text contains an invalid character (U+{ord(text[exc.start]):04X})",
+            line=line,
+            column=column,
+            hint="remove it; policies are UTF-8 text",
+        ) from None
     if len(raw) > max_bytes:
         raise _fail(
             name,
@@ -161,7 +189,7 @@ def parse_yaml(text: str, name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> Pars
             f"policy is {len(raw):,} bytes; the limit is {max_bytes:,} bytes",
             hint="split the policy into bundles, or raise the limit with --max-bytes",
         )
-    _check_flow_nesting(raw, text, name)
+    _check_nesting(raw, text, name)
     try:
         root = yaml.compose(text, Loader=_PolicyLoader)
     except yaml.MarkedYAMLError as exc:
@@ -348,17 +376,17 @@ class _Builder:
         raise _StopBuildingError
 
 
-def _check_flow_nesting(raw: bytes, text: str, name: str) -> None:
-    """Refuse flow nesting deep enough to overflow libyaml's recursive composer.
+def _check_nesting(raw: bytes, text: str, name: str) -> None:
+    """Refuse nesting deep enough to overflow libyaml's recursive composer.
 
-    Counting brackets over-estimates (brackets inside quoted text count too) but costs
-    well under a millisecond; only when it exceeds the limit does the exact, slower check
-    run, on libyaml's event stream, which keeps its own stack and cannot overflow.
+    A cheap bound decides whether a document could be deep at all. In block style a
+    nested node always starts further right than its parent (give or take the one
+    sequence that may share its mapping's column), so block depth is at most about twice
+    the longest line; flow style adds at most one level per open bracket. Documents
+    under the bound (every real policy) skip the exact check; the others are checked on
+    libyaml's event stream, which keeps its own stack and cannot overflow.
     """
-    brackets = raw.translate(None, _NOT_BRACKETS)
-    if len(brackets) <= MAX_NESTING:
-        return
-    if max(accumulate(_BRACKET_DEPTH[b] for b in brackets)) <= MAX_NESTING:
+    if not _could_be_deep(raw):
         return
     depth = 0
     try:
@@ -378,6 +406,15 @@ def _check_flow_nesting(raw: bytes, text: str, name: str) -> None:
                 depth -= 1
     except yaml.MarkedYAMLError as exc:
         raise _fail(name, "yaml_syntax", _yaml_problem(exc), *_mark(exc)) from None
+
+
+def _could_be_deep(raw: bytes) -> bool:
+    longest_line = max(map(len, raw.split(b"\n")))
+    bound = 2 * longest_line + 2
+    brackets = raw.translate(None, _NOT_BRACKETS)
+    if len(brackets) > MAX_NESTING:
+        bound += max(accumulate(_BRACKET_DEPTH[b] for b in brackets))
+    return bound > SAFE_COMPOSE_DEPTH
 
 
 def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:

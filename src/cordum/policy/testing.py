@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cordum.models import Decision, DecisionRecord, Job
+from cordum.models import DecisionRecord, Job
 from cordum.policy.engine import Policy
 from cordum.policy.errors import PolicyIssue, PolicyLoadError
 from cordum.policy.loader import TEST_FILE_SUFFIXES
+from cordum.policy.schema import RuleDecision
 from cordum.policy.source import decode_policy_bytes, parse_yaml, read_policy_bytes
 from cordum.policy.validate import SourceRef, translate_errors
 from cordum.policy.velocity import InMemoryVelocityStore
@@ -42,18 +43,13 @@ class Expectation(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    decision: Decision
+    decision: RuleDecision
     rule_id: str | None = Field(
         default="",
         description="The deciding rule; null means the default decision; omit to not check.",
     )
     reason_contains: str | None = None
     approval_required: bool | None = None
-
-    @field_validator("decision", mode="before")
-    @classmethod
-    def _upper(cls, value: Any) -> Any:
-        return value.strip().upper().replace("-", "_") if isinstance(value, str) else value
 
 
 class PolicyTestCase(BaseModel):
@@ -74,7 +70,7 @@ class PolicyTestFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    tests: tuple[PolicyTestCase, ...] = Field(min_length=1)
+    tests: tuple[PolicyTestCase, ...]
 
 
 @dataclass(frozen=True)
@@ -200,6 +196,10 @@ def load_test_cases(files: Iterable[Path]) -> list[LocatedCase]:
                     ]
                 )
             loaded = PolicyTestFile.model_validate(parsed.data)
+            if not loaded.tests:
+                raise PolicyLoadError(
+                    [PolicyIssue("no_tests", "the file lists no tests", str(file), 1, 1)]
+                )
         except PolicyLoadError as exc:
             issues.extend(exc.issues)
             continue

@@ -87,10 +87,13 @@ def validate_document(
                 )
             ]
         )
+    raw_errors, notes = _raw_checks(parsed, strict)
+    data = _version_as_written(parsed)
     try:
-        document = PolicyDocument.model_validate(parsed.data, context={"dialect": dialect})
+        document = PolicyDocument.model_validate(data, context={"dialect": dialect})
     except ValidationError as exc:
-        raise PolicyLoadError(translate_errors(exc, parsed, PolicyDocument)) from None
+        found = raw_errors + translate_errors(exc, parsed, PolicyDocument)
+        raise PolicyLoadError(_in_file_order(found)) from None
     loaded = LoadedDocument(
         name=parsed.name,
         document=document,
@@ -107,48 +110,9 @@ def validate_document(
             for name in document.tenants
         },
     )
-    errors, notes = _semantic_checks(loaded, strict)
+    errors = raw_errors + _validated_checks(loaded)
     if errors:
-        raise PolicyLoadError(errors)
-    return LoadedDocument(
-        name=loaded.name,
-        document=document,
-        source=parsed,
-        rule_sources=loaded.rule_sources,
-        tenant_sources=loaded.tenant_sources,
-        notes=tuple(notes),
-    )
-
-
-# --- checks pydantic cannot express ------------------------------------------------
-
-
-def _semantic_checks(
-    loaded: LoadedDocument, strict: bool
-) -> tuple[list[PolicyIssue], list[PolicyIssue]]:
-    errors: list[PolicyIssue] = []
-    notes: list[PolicyIssue] = []
-    document = loaded.document
-    raw = loaded.source.data
-    first_seen: dict[str, int] = {}
-    for kind in RULE_LISTS:
-        for index, rule in enumerate(getattr(document, kind)):
-            loc = _id_loc(raw, kind, index)
-            line = loaded.source.position(loc)[0]
-            if rule.id in first_seen:
-                errors.append(
-                    loaded.issue_at(
-                        loc,
-                        "duplicate_rule_id",
-                        f"rule id `{rule.id}` is used twice (first on line {first_seen[rule.id]})",
-                        rule_id=rule.id,
-                        field="id",
-                        hint="rule ids must be unique within a bundle; rename one",
-                    )
-                )
-            else:
-                first_seen[rule.id] = line
-            _check_implicit_labels(loaded, kind, index, rule.id, rule.match, strict, errors, notes)
+        raise PolicyLoadError(_in_file_order(errors))
     if document.rules and document.tenants:
         notes.append(
             loaded.issue_at(
@@ -160,86 +124,168 @@ def _semantic_checks(
                 " move them into rules",
             )
         )
+    return LoadedDocument(
+        name=loaded.name,
+        document=document,
+        source=parsed,
+        rule_sources=loaded.rule_sources,
+        tenant_sources=loaded.tenant_sources,
+        notes=tuple(notes),
+    )
+
+
+def _version_as_written(parsed: ParsedYaml) -> dict[str, Any]:
+    """The data, with a numeric ``version`` as the text the author wrote.
+
+    YAML reads ``version: 2026.10`` as the number 2026.1 (and ``010`` as 8), which would
+    make two different versions share a snapshot id.
+    """
+    data: dict[str, Any] = parsed.data
+    version = data.get("version")
+    if isinstance(version, int | float) and not isinstance(version, bool):
+        text = parsed.scalar_text(("version",))
+        if text is not None:
+            return {**data, "version": text}
+    return data
+
+
+def _in_file_order(issues: list[PolicyIssue]) -> list[PolicyIssue]:
+    return sorted(issues, key=lambda issue: (issue.line or 0, issue.column or 0))
+
+
+# --- checks on the raw data: they run even when pydantic finds other problems ----------
+
+
+def _raw_checks(parsed: ParsedYaml, strict: bool) -> tuple[list[PolicyIssue], list[PolicyIssue]]:
+    """Duplicate rule ids and match keys that are not fields, found on the raw data.
+
+    Running these before (and regardless of) schema validation means one run reports a
+    misspelt match key together with, say, an unknown decision elsewhere.
+    """
+    errors: list[PolicyIssue] = []
+    notes: list[PolicyIssue] = []
+    first_seen: dict[str, int] = {}
+    for kind in RULE_LISTS:
+        rules = parsed.data.get(kind)
+        if not isinstance(rules, list):
+            continue
+        for index, rule in enumerate(rules):
+            if not isinstance(rule, dict):
+                continue
+            rule_id = rule.get("id", rule.get("name"))
+            rule_name = str(rule_id) if isinstance(rule_id, str | int) else None
+            if rule_name is not None:
+                loc = _id_loc(parsed.data, kind, index)
+                line, column = parsed.position(loc)
+                if rule_name.strip() in first_seen:
+                    errors.append(
+                        PolicyIssue(
+                            code="duplicate_rule_id",
+                            message=f"rule id `{rule_name}` is used twice"
+                            f" (first on line {first_seen[rule_name.strip()]})",
+                            file=parsed.name,
+                            line=line,
+                            column=column,
+                            rule_id=rule_name,
+                            field="id",
+                            hint="rule ids must be unique within a bundle; rename one",
+                        )
+                    )
+                else:
+                    first_seen[rule_name.strip()] = line
+            match_key = _present_key(parsed.data, (kind, index), ("match", "when"))
+            match = rule.get(match_key)
+            if isinstance(match, dict):
+                found = _match_key_issues(parsed, kind, index, match_key, match, rule_name, strict)
+                for issue in found:
+                    (errors if issue.severity == "error" else notes).append(issue)
     return errors, notes
 
 
-def _check_implicit_labels(
-    loaded: LoadedDocument,
+def _match_key_issues(
+    parsed: ParsedYaml,
     kind: str,
     index: int,
-    rule_id: str,
-    match: Match,
+    match_key: str,
+    match: dict[str, Any],
+    rule_id: str | None,
     strict: bool,
-    errors: list[PolicyIssue],
-    notes: list[PolicyIssue],
-) -> None:
+) -> list[PolicyIssue]:
     known = match_field_names(_MATCH_MODELS[kind])
-    match_key = _present_key(loaded.source.data, (kind, index), ("match", "when"))
-    for key, value in match.implicit_labels().items():
-        loc = (
-            kind,
-            index,
-            match_key,
-            _source_key(loaded.source.data, (kind, index, match_key), key),
-        )
-        field_name = f"{match_key}.{key}"
-        if key in match.labels:
-            errors.append(
-                loaded.issue_at(
-                    loc,
-                    "conflicting_fields",
-                    f"label `{key}` is constrained both here and under `labels`",
-                    rule_id=rule_id,
-                    field=field_name,
-                    hint="keep one of the two",
-                )
-            )
+    issues = []
+    for key in match:
+        if not isinstance(key, str) or key in known:
             continue
-        if not isinstance(value, list):
-            errors.append(
-                loaded.issue_at(
-                    loc,
-                    "bad_label_value",
-                    f"`{key}` is compared with the job label `{key}`, so its value must be"
-                    f" text or a list of text, got {_kind(value)}",
-                    rule_id=rule_id,
-                    field=field_name,
-                    hint=allowed_hint(known, did_you_mean(key, known)),
-                )
-            )
+        normalized = key.strip().lower()
+        if normalized in LABEL_DIALECT_KEYS:
             continue
-        if key in LABEL_DIALECT_KEYS:
-            continue
-        suggestion = did_you_mean(key, known)
-        if suggestion is not None or strict:
-            label_hint = f"to compare the job label `{key}`, write it under `labels:`"
-            errors.append(
-                loaded.issue_at(
-                    loc,
-                    "unknown_match_field",
-                    f"`{key}` is not a match field",
-                    rule_id=rule_id,
-                    field=field_name,
-                    hint=(
-                        f"did you mean `{suggestion}`? {label_hint}"
-                        if suggestion
-                        else f"{label_hint} (--strict refuses implicit label keys)"
-                    ),
-                )
-            )
-            continue
-        notes.append(
-            loaded.issue_at(
-                loc,
-                "implicit_label",
-                f"`{key}` is not a match field; it is compared with the job label `{key}`"
-                " (then the input field of that name)",
+        line, column = parsed.position((kind, index, match_key, key))
+        suggestion = did_you_mean(normalized, known)
+        label_hint = f"to compare the job label `{normalized}`, write it under `labels:`"
+        code, severity = "unknown_match_field", "error"
+        message = f"`{key}` is not a match field"
+        if suggestion == normalized:
+            hint = f"match keys are written in lower case: `{suggestion}`"
+        elif suggestion is not None:
+            hint = f"did you mean `{suggestion}`? {label_hint}"
+        elif strict:
+            hint = f"{label_hint} (--strict refuses implicit label keys)"
+        else:
+            code, severity = "implicit_label", "warning"
+            message += f"; it is compared with the job label `{normalized}`"
+            message += " (then the input field of that name)"
+            hint = f"if that is intended, write it as `labels: {{{normalized}: ...}}`"
+        issues.append(
+            PolicyIssue(
+                code=code,
+                message=message,
+                file=parsed.name,
+                line=line,
+                column=column,
                 rule_id=rule_id,
-                field=field_name,
-                severity="warning",
-                hint=f"if that is intended, write it as `labels: {{{key}: ...}}` to be explicit",
+                field=f"{match_key}.{key}",
+                hint=hint,
+                severity=severity,
             )
         )
+    return issues
+
+
+# --- checks that need the validated document ------------------------------------------
+
+
+def _validated_checks(loaded: LoadedDocument) -> list[PolicyIssue]:
+    errors: list[PolicyIssue] = []
+    raw = loaded.source.data
+    for kind in RULE_LISTS:
+        for index, rule in enumerate(getattr(loaded.document, kind)):
+            match_key = _present_key(raw, (kind, index), ("match", "when"))
+            for key, value in rule.match.implicit_labels().items():
+                loc = (kind, index, match_key, _source_key(raw, (kind, index, match_key), key))
+                if key in rule.match.labels:
+                    message = f"label `{key}` is constrained both here and under `labels`"
+                    errors.append(
+                        loaded.issue_at(
+                            loc,
+                            "conflicting_fields",
+                            message,
+                            rule_id=rule.id,
+                            field=f"{match_key}.{key}",
+                            hint="keep one of the two",
+                        )
+                    )
+                elif not isinstance(value, list):
+                    errors.append(
+                        loaded.issue_at(
+                            loc,
+                            "bad_label_value",
+                            f"`{key}` is compared with the job label `{key}`, so its value must"
+                            f" be text or a list of text, got {_kind(value)}",
+                            rule_id=rule.id,
+                            field=f"{match_key}.{key}",
+                        )
+                    )
+    return errors
 
 
 def _id_loc(raw: Any, kind: str, index: int) -> tuple[str | int, ...]:

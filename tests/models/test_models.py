@@ -1,0 +1,59 @@
+"""The shared data models: jobs and decision records."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from cordum.models import Decision, DecisionRecord, Job, Remediation
+
+
+def test_job_accepts_tenant_as_an_alias_and_labels_as_numbers():
+    job = Job.model_validate({"topic": "job.x", "tenant": "acme", "labels": {"n": 3, "ok": True}})
+    assert job.tenant_id == "acme"
+    assert job.labels == {"n": "3", "ok": "true"}
+
+
+def test_job_refuses_unknown_fields_and_empty_topics():
+    with pytest.raises(ValidationError):
+        Job.model_validate({"topic": "job.x", "risk_tag": ["prod"]})
+    with pytest.raises(ValidationError):
+        Job.model_validate({"topic": ""})
+
+
+def test_decision_allows():
+    assert {d for d in Decision if d.allows} == {Decision.ALLOW, Decision.ALLOW_WITH_CONSTRAINTS}
+
+
+def test_decision_record_json_shape():
+    record = DecisionRecord(
+        decision=Decision.DENY,
+        reason="no",
+        rule_id="r",
+        policy_snapshot="1:abc",
+        remediations=(Remediation(id="x", title="Do y"),),
+    )
+    data = record.to_dict()
+    assert list(data) == [
+        "decision",
+        "reason",
+        "rule_id",
+        "policy_snapshot",
+        "constraints",
+        "remediations",
+        "approval_required",
+        "approval_ref",
+        "retry_after_seconds",
+        "findings",
+    ]
+    assert data["decision"] == "DENY"
+    assert data["constraints"] == {}
+    assert data["remediations"][0]["id"] == "x"
+
+
+def test_decision_records_are_immutable():
+    record = DecisionRecord(
+        decision=Decision.ALLOW, reason="ok", rule_id=None, policy_snapshot="1:a"
+    )
+    with pytest.raises(ValidationError):
+        record.reason = "changed"  # type: ignore[misc]
