@@ -1227,3 +1227,21 @@ def test_process_simulate_exit_code_reaches_the_shell(run_cordum, tmp_path):
 def test_process_version(run_cordum):
     process = run_cordum("--version")
     assert (process.returncode, process.stdout) == (0, f"cordum {cordum.__version__}\n")
+
+
+# --- every kind of malformed policy, through the command line --------------------------
+
+from tests.policy.test_load_errors import FILE_CASES, TEXT_CASES  # noqa: E402
+
+MALFORMED = [pytest.param(c.text.encode(), c.code, id=c.id) for c in TEXT_CASES] + [
+    pytest.param(c.data, c.code, id=c.id) for c in FILE_CASES
+]
+
+
+@pytest.mark.parametrize(("data", "code"), MALFORMED)
+def test_every_kind_of_malformed_policy_exits_2_with_its_error_and_no_traceback(cli, data, code):
+    path = cli.write_bytes("bad.yaml", data)
+    result = cli("policy", "check", path)
+    assert result.exit_code == 2
+    assert f"error[{code}]" in plain(result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout

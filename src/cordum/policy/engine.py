@@ -91,7 +91,8 @@ class CompiledRule:
         self.conditions: tuple[Condition, ...] = compile_match(rule.match)
         self.tests = residual_tests(self.conditions)
         self.velocity = None if rule.velocity is None else VelocityGate(rule.id, rule.velocity)
-        self.record = DecisionRecord(
+        # Built from parts validated at load time, so no second validation (1,000s of rules).
+        self.record = DecisionRecord.model_construct(
             decision=rule.decision,
             reason=rule.reason or f"{rule.decision.value} by rule `{rule.id}` (it gives no reason)",
             rule_id=rule.id,

@@ -235,18 +235,3 @@ def _prompt(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     raise InvalidJobError("prompt", "must be text")
-
-
-def describe_input(job: PolicyInput) -> dict[str, Any]:
-    """The normalized job as plain data (shown by ``explain``)."""
-    return {
-        "topic": job.topic,
-        "tenant": job.tenant,
-        "capability": job.capability,
-        "risk_tags": sorted(job.risk_tags),
-        "requires": sorted(job.requires),
-        "labels": dict(job.labels),
-        "actor_id": job.actor_id,
-        "actor_type": job.actor_type,
-        "pack_id": job.pack_id,
-    }

@@ -112,6 +112,13 @@ class ParsedYaml:
                 return None
         return node.value if isinstance(node, ScalarNode) else None
 
+    def item_lines(self, key: str) -> list[int]:
+        """1-based start lines of the items of the top-level sequence ``key``."""
+        found = _find_key(self.root, key) if isinstance(self.root, MappingNode) else None
+        if found is None or not isinstance(found[1], SequenceNode):
+            return []
+        return [item.start_mark.line + 1 for item in found[1].value]
+
     def node_line(self, loc: Loc) -> int:
         """1-based line where the value at ``loc`` starts (for rule positions)."""
         return self.position(loc)[0]

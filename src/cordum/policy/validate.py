@@ -99,10 +99,7 @@ def validate_document(
         document=document,
         source=parsed,
         rule_sources={
-            kind: tuple(
-                SourceRef(parsed.name, parsed.node_line((kind, i)))
-                for i in range(len(getattr(document, kind)))
-            )
+            kind: tuple(SourceRef(parsed.name, line) for line in parsed.item_lines(kind))
             for kind in RULE_LISTS
         },
         tenant_sources={
@@ -164,7 +161,7 @@ def _raw_checks(parsed: ParsedYaml, strict: bool) -> tuple[list[PolicyIssue], li
     """
     errors: list[PolicyIssue] = []
     notes: list[PolicyIssue] = []
-    first_seen: dict[str, int] = {}
+    first_seen: dict[str, tuple[str, int]] = {}
     for kind in RULE_LISTS:
         rules = parsed.data.get(kind)
         if not isinstance(rules, list):
@@ -175,14 +172,16 @@ def _raw_checks(parsed: ParsedYaml, strict: bool) -> tuple[list[PolicyIssue], li
             rule_id = rule.get("id", rule.get("name"))
             rule_name = str(rule_id) if isinstance(rule_id, str | int) else None
             if rule_name is not None:
-                loc = _id_loc(parsed.data, kind, index)
-                line, column = parsed.position(loc)
-                if rule_name.strip() in first_seen:
+                # Positions are only looked up for a duplicate: the happy path pays nothing.
+                first = first_seen.setdefault(rule_name.strip(), (kind, index))
+                if first != (kind, index):
+                    line, column = parsed.position(_id_loc(parsed.data, kind, index))
+                    first_line = parsed.position(_id_loc(parsed.data, *first))[0]
                     errors.append(
                         PolicyIssue(
                             code="duplicate_rule_id",
                             message=f"rule id `{rule_name}` is used twice"
-                            f" (first on line {first_seen[rule_name.strip()]})",
+                            f" (first on line {first_line})",
                             file=parsed.name,
                             line=line,
                             column=column,
@@ -191,8 +190,6 @@ def _raw_checks(parsed: ParsedYaml, strict: bool) -> tuple[list[PolicyIssue], li
                             hint="rule ids must be unique within a bundle; rename one",
                         )
                     )
-                else:
-                    first_seen[rule_name.strip()] = line
             match_key = _present_key(parsed.data, (kind, index), ("match", "when"))
             match = rule.get(match_key)
             if isinstance(match, dict):
