@@ -4,8 +4,9 @@ Policies of 10, 100, 1,000 and 10,000 rules shaped like real ones (per-service d
 approval, throttle and constrained-allow rules over Kubernetes, databases, GitHub,
 Slack, ...), evaluated against a pool of realistic jobs in random order, pinned to one
 core. Reports p50/p99 latency of single ``evaluate`` calls and evaluations per second,
-for the normal path (index with remembered candidate lists) and for the cold path (the
-index computed from scratch on every call), plus load-and-compile time.
+for the normal path (warm: index with remembered candidate lists), the cold path (the
+index computed from scratch on every call) and, for comparison, a scan (the same
+compiled rules tried one by one, no index), plus load-and-compile time.
 
     python bench/policy_eval.py                 # everything, prints a table
     python bench/policy_eval.py --quick         # fewer samples (smoke run)
@@ -37,6 +38,7 @@ from typing import Any
 import yaml
 
 from cordum.policy import InMemoryVelocityStore, Policy, load
+from cordum.policy.job_input import to_policy_input
 
 DOMAINS = ["k8s", "db", "github", "slack", "aws", "gcp", "vault", "jira", "pagerduty", "s3"]
 VERBS = ["delete-namespace", "read-logs", "apply", "send", "scale", "migrate", "drop-table"]
@@ -130,8 +132,39 @@ def job_pool(rule_count: int, size: int, seed: int = 7) -> list[dict[str, Any]]:
     return jobs
 
 
+def scan_evaluator(policy: Policy, count_velocity: bool = True) -> Callable[[Any], Any]:
+    """First match by trying every rule, every condition, in order: no index."""
+    rules = policy.rules
+    tenant = policy.document.default_tenant
+    store = policy.velocity_store
+    default = policy.simulate({"topic": "job.no-rule-matches-this.ever"})
+
+    def evaluate(job: Any) -> Any:
+        normalized = to_policy_input(job, tenant)
+        for rule in rules:
+            for condition in rule.conditions:
+                if not condition.test(normalized):
+                    break
+            else:
+                gate = rule.velocity
+                if gate is None or gate.count(normalized, store, count_velocity).exceeded:
+                    return rule.record
+        return default
+
+    return evaluate
+
+
+def check_scan_agrees(policy: Policy, jobs: list[dict[str, Any]]) -> None:
+    """The scan must decide exactly as the indexed evaluator, or its timing means nothing."""
+    scan = scan_evaluator(policy, count_velocity=False)
+    for job in jobs:
+        expected, got = policy.simulate(job), scan(job)
+        if (expected.decision, expected.rule_id) != (got.decision, got.rule_id):
+            raise SystemExit(f"scan and index disagree on {job}: {expected} != {got}")
+
+
 def measure(
-    policy: Policy, jobs: list[dict[str, Any]], samples: int, cold: bool, rounds: int = 5
+    policy: Policy, jobs: list[dict[str, Any]], samples: int, path: str, rounds: int = 5
 ) -> dict[str, float]:
     """p50/p99 of single calls (ns timer around each) and throughput (tight loop).
 
@@ -140,9 +173,11 @@ def measure(
     the spread of p99 across rounds is reported too.
     """
     evaluate: Callable[[Any], Any] = policy.evaluate
-    if cold:
+    if path == "cold":
         index = policy._index
         index.candidates = index.candidates_uncached  # type: ignore[method-assign]
+    elif path == "scan":
+        evaluate = scan_evaluator(policy)
     rng = random.Random(11)
     per_round = samples // rounds
     order = [jobs[rng.randrange(len(jobs))] for _ in range(per_round)]
@@ -287,12 +322,17 @@ def main() -> None:
     for count in SIZES:
         text = yaml.dump(policy_document(count), Dumper=yaml.CSafeDumper, sort_keys=False)
         jobs = job_pool(count, 1_000)
-        for cold in (False, True):
+        for path in ("warm", "cold", "scan"):
+            # The scan visits every rule; at 10,000 rules fewer samples keep it short.
+            rows = samples if path == "warm" else samples // 4
+            if path == "scan":
+                rows = max(5_000, rows // max(1, count // 100))
             policy = load(text, max_bytes=64 * 1024 * 1024).with_velocity_store(
                 InMemoryVelocityStore()
             )
-            figures = measure(policy, jobs, samples if not cold else samples // 4, cold)
-            path = "cold" if cold else "warm"
+            if path == "scan":
+                check_scan_agrees(policy, jobs[:200])
+            figures = measure(policy, jobs, rows, path)
             results["eval"].append({"rules": count, "path": path, **figures})
             spread = f"{figures['p99_min_us']:.1f}-{figures['p99_max_us']:.1f}"
             print(
