@@ -237,8 +237,30 @@ def test_check_json_reports_ok_and_the_snapshot_id(cli):
         "output_rules": 0,
         "bundles": ["policy.yaml"],
         "warnings": [],
+        "notes": [],
     }
     assert data["snapshot_id"].startswith("2026.1:")
+
+
+def test_check_shows_the_bundles_and_which_rules_a_fragment_replaced(cli):
+    cli.write("policies/base.yaml", POLICY)
+    cli.write(
+        "policies/secops/freeze.yaml",
+        """
+        rules:
+          - id: reads-ok
+            decision: deny
+            reason: frozen
+        """,
+    )
+    result = cli("policy", "check", "policies")
+    assert result.exit_code == 0
+    text = plain(result.stdout)
+    assert "bundles, in merge order: policies/base.yaml, policies/secops/freeze.yaml" in text
+    assert "info[rule_replaced]: rule `reads-ok`: replaces the rule of the same id" in text
+    code, data = cli.json("policy", "check", "policies")
+    assert code == 0
+    assert [note["code"] for note in data["notes"]] == ["rule_replaced"]
 
 
 BAD_POLICIES = [

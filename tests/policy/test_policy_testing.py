@@ -105,3 +105,12 @@ def test_the_example_policy_passes_its_tests_with_full_coverage():
     assert report.passed, [(f.name, f.problems) for f in report.failures]
     assert report.coverage_percent == 100.0
     assert len(report.results) >= 25
+
+
+def test_the_bundles_example_applies_its_change_freeze_in_place():
+    loaded = load(EXAMPLES.parent / "bundles")
+    assert [r.rule.id for r in loaded.rules] == ["deploys-to-prod", "deploys-elsewhere"]
+    assert loaded.source_of("deploys-to-prod").file.endswith("change-freeze.yaml")
+    report = run_tests(loaded, load_test_cases(discover_test_files([EXAMPLES.parent / "bundles"])))
+    assert report.passed
+    assert report.coverage_percent == 100.0

@@ -96,7 +96,8 @@ def check(
     loaded = _load(
         policy, dialect=dialect, json_output=json_output, strict=strict, max_bytes=max_bytes
     )
-    notes = [note for note in loaded.merged.notes if note.severity != "info"]
+    warnings = [note for note in loaded.merged.notes if note.severity != "info"]
+    infos = [note for note in loaded.merged.notes if note.severity == "info"]
     if json_output:
         print_json(
             {
@@ -106,7 +107,8 @@ def check(
                 "input_rules": len(loaded.all_input_rules),
                 "output_rules": len(loaded.output_rules),
                 "bundles": list(loaded.merged.bundle_ids),
-                "warnings": [note.to_dict() for note in notes],
+                "warnings": [note.to_dict() for note in warnings],
+                "notes": [note.to_dict() for note in infos],
             }
         )
         return
@@ -115,7 +117,9 @@ def check(
         f" rules, {len(loaded.output_rules)} output rules, default {loaded.default_decision.value}"
     )
     console.print(f"  snapshot {loaded.snapshot_id}")
-    render.notes(notes)
+    if len(loaded.merged.bundle_ids) > 1:
+        console.print(f"  bundles, in merge order: {', '.join(loaded.merged.bundle_ids)}")
+    render.notes([*warnings, *infos])
 
 
 @policy_app.command("lint")
