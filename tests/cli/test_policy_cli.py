@@ -427,7 +427,7 @@ def test_check_max_bytes_refuses_a_larger_policy(cli):
     path = cli.write("policy.yaml", POLICY)
     result = cli("policy", "check", "--max-bytes", "100", path)
     assert result.exit_code == 2
-    assert "policy.yaml: error[too_large]: file is" in plain(result.stderr)
+    assert "policy.yaml: error[too_large]: the policy is" in plain(result.stderr)
     assert cli("policy", "check", "--max-bytes", "100000", path).exit_code == 0
 
 

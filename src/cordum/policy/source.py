@@ -134,12 +134,7 @@ def read_policy_bytes(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     except OSError as exc:
         raise _fail(name, "file_unreadable", f"cannot read: {exc.strerror}") from None
     if size > max_bytes:
-        raise _fail(
-            name,
-            "too_large",
-            f"file is {size:,} bytes; the limit is {max_bytes:,} bytes",
-            hint="split the policy into bundles, or raise the limit with --max-bytes",
-        )
+        raise _too_large(name, size, max_bytes)
     try:
         return path.read_bytes()
     except OSError as exc:
@@ -190,12 +185,7 @@ def parse_yaml(text: str, name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> Pars
             hint="remove it; policies are UTF-8 text",
         ) from None
     if len(raw) > max_bytes:
-        raise _fail(
-            name,
-            "too_large",
-            f"policy is {len(raw):,} bytes; the limit is {max_bytes:,} bytes",
-            hint="split the policy into bundles, or raise the limit with --max-bytes",
-        )
+        raise _too_large(name, len(raw), max_bytes)
     _check_nesting(raw, text, name)
     try:
         root = yaml.compose(text, Loader=_PolicyLoader)
@@ -446,6 +436,15 @@ def _byte_position(data: bytes, offset: int) -> tuple[int, int]:
 def _char_position(text: str, offset: int) -> tuple[int, int]:
     line_start = text.rfind("\n", 0, offset) + 1
     return text.count("\n", 0, offset) + 1, offset - line_start + 1
+
+
+def _too_large(name: str, size: int, max_bytes: int) -> PolicyLoadError:
+    return _fail(
+        name,
+        "too_large",
+        f"the policy is {size:,} bytes; the limit is {max_bytes:,} bytes",
+        hint="split the policy into bundles, or raise the limit with --max-bytes",
+    )
 
 
 def _fail(
