@@ -133,10 +133,61 @@ def test_legacy_tenant_lists_become_rules_denies_first():
     assert record.constraints.budgets.max_concurrent_jobs == 3
 
 
-def test_legacy_tenants_are_ignored_when_rules_exist():
-    loaded = policy(rule("r", "allow", topics=["job.other"]), **LEGACY)
+def test_legacy_allow_lists_next_to_rules_are_ignored_with_a_warning():
+    allow_only = {"tenants": {"acme": {"allow_topics": ["job.*"]}}}
+    loaded = policy(rule("r", "allow", topics=["job.other"]), **allow_only)
     assert [r.rule.id for r in loaded.rules] == ["r"]
-    assert [n.code for n in loaded.merged.notes] == ["legacy_tenants_ignored"]
+    assert [(n.code, n.severity) for n in loaded.merged.notes] == [
+        ("legacy_tenants_ignored", "warning")
+    ]
+
+
+def test_legacy_deny_lists_next_to_rules_are_refused_not_silently_dropped():
+    with pytest.raises(PolicyLoadError) as caught:
+        policy(rule("r", "allow", topics=["job.other"]), **LEGACY)
+    assert caught.value.issues[0].code == "legacy_tenants_ignored"
+    assert "acme" in caught.value.issues[0].message
+
+
+def test_legacy_deny_lists_in_a_fragment_are_refused_when_the_base_has_rules():
+    base = dump({"default_decision": "allow", "rules": [rule("r", "allow", topics=["job.x"])]})
+    fragment = dump({"tenants": {"acme": {"deny_topics": ["job.db.drop*"]}}})
+    with pytest.raises(PolicyLoadError) as caught:
+        load_bundles({"base": base, "secops/freeze": fragment})
+    assert caught.value.issues[0].file == "secops/freeze"
+
+
+def test_a_legacy_mcp_filter_never_switches_a_topic_deny_off():
+    tenants = {
+        "tenants": {
+            "acme": {
+                "deny_topics": ["job.db.drop*"],
+                "allow_topics": ["job.db.*"],
+                "mcp": {"allow_tools": ["read_file"], "deny_servers": ["prod"]},
+            }
+        }
+    }
+    loaded = policy(default_decision="allow", **tenants)
+    for labels in ({}, {"mcp.tool": "shell"}, {"mcp.tool": "read_file"}):
+        job = {"topic": "job.db.drop-table", "tenant_id": "acme", "labels": labels}
+        assert decide(loaded, **job) == ("DENY", "legacy:acme:deny:1"), labels
+    shell = {"topic": "job.db.query", "tenant_id": "acme", "labels": {"mcp.tool": "shell"}}
+    assert decide(loaded, **shell) == ("DENY", "legacy:acme:mcp-allow:tool")
+    prod = {"topic": "job.db.query", "tenant_id": "acme", "labels": {"mcp.server": "prod"}}
+    assert decide(loaded, **prod) == ("DENY", "legacy:acme:mcp-deny:server")
+    assert decide(loaded, topic="job.db.query", tenant_id="acme") == (
+        "ALLOW",
+        "legacy:acme:allow:1",
+    )
+
+
+def test_two_files_with_the_same_bundle_id_are_refused(tmp_path):
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "freeze.yaml").write_text(dump({"rules": [rule("f1", topics=["job.deploy.*"])]}))
+    (tmp_path / "freeze.yml").write_text(dump({"rules": [rule("f2", topics=["job.db.*"])]}))
+    with pytest.raises(PolicyLoadError) as caught:
+        load(tmp_path)
+    assert caught.value.issues[0].code == "duplicate_bundle_id"
 
 
 def test_legacy_tenants_merge_across_bundles():

@@ -8,7 +8,7 @@ from cordum.models import Decision, OutputDecision
 from cordum.policy import job_input
 from cordum.policy.scanners import detector_kinds, scan, spans
 from cordum.policy.schema import Scanner
-from tests.policy.helpers import policy
+from tests.policy.helpers import policy, rule
 
 ALLOW = {"id": "ok", "decision": "allow", "constraints": {"budgets": {"max_runtime_ms": 1000}}}
 
@@ -87,7 +87,7 @@ def test_input_size_limit():
 
 
 def test_input_too_large_to_scan_fails_closed(monkeypatch):
-    monkeypatch.setattr(job_input, "MAX_SCAN_BYTES", 1_000)
+    monkeypatch.setattr(job_input, "MAX_SCAN_CHARS", 1_000)
     loaded = policy(ALLOW, input_rules=[input_rule(scanners=["secret"])])
     record = loaded.evaluate({"topic": "job.a", "context": {"blob": "a" * 5_000}})
     assert record.decision is Decision.DENY
@@ -209,3 +209,33 @@ def test_output_rules_on_errors_and_size():
     big = loaded.evaluate_output({"topic": "job.a"}, "x" * 50)
     assert (big.rule_id, big.decision) == ("big", OutputDecision.QUARANTINE)
     assert loaded.evaluate_output({"topic": "job.a"}, "small").decision is OutputDecision.ALLOW
+
+
+def test_finding_paths_never_spell_out_a_secret_used_as_a_key():
+    loaded = policy(ALLOW, input_rules=[input_rule(scanners=["secret"])])
+    record = loaded.evaluate(
+        {"topic": "job.a", "context": {"creds": {"AKIAIOSFODNN7EXAMPLE": "x"}}}
+    )
+    assert record.findings == ("secret:aws_access_key_id in context.creds (a key)",)
+    nested = {"AKIAIOSFODNN7EXAMPLE": {"token": "ghp_" + "q" * 36}}
+    record = loaded.evaluate({"topic": "job.a", "context": nested})
+    assert "AKIA" not in record.model_dump_json()
+
+
+def test_cyclic_and_absurdly_deep_input_ends_and_fails_closed():
+    loaded = policy(
+        ALLOW,
+        input_rules=[
+            input_rule("size", input_size_gt=1_000_000),
+            input_rule("secret", scanners=["secret"]),
+        ],
+    )
+    cyclic: list = ["plain"]
+    cyclic.append(cyclic)
+    assert loaded.evaluate({"topic": "job.a", "context": cyclic}).rule_id == "size"
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert loaded.evaluate({"topic": "job.a", "context": deep}).rule_id == "size"
+    secrets = policy(rule("s", secrets_present=True), ALLOW)
+    assert secrets.evaluate({"topic": "job.a", "context": cyclic}).rule_id == "ok"

@@ -218,3 +218,30 @@ def test_a_job_model_is_accepted_as_well_as_a_mapping():
     loaded = policy(rule(tenants=["acme"], risk_tags=["prod"], labels={"env": "prod"}))
     job = Job(topic="job.x", tenant="acme", risk_tags=("PROD",), labels={"env": "Prod"})
     assert loaded.evaluate(job).rule_id == "r"
+
+
+def test_job_label_keys_that_differ_only_in_case_are_refused():
+    from cordum.policy import InvalidJobError
+
+    loaded = policy(rule(labels={"env": "prod"}))
+    for labels in ({"env": "prod", "Env": "dev"}, {"mcp.tool": "shell", "MCP.TOOL": "read"}):
+        with pytest.raises(InvalidJobError):
+            loaded.evaluate({"topic": "job.x", "labels": labels})
+
+
+def test_a_job_naming_its_tenant_twice_is_refused():
+    from cordum.policy import InvalidJobError
+
+    with pytest.raises(InvalidJobError, match="not both"):
+        policy(rule()).evaluate({"topic": "job.x", "tenant_id": "globex", "tenant": "acme"})
+
+
+def test_secret_references_count_however_large_the_input():
+    loaded = policy(rule("deny", secrets_present=True), rule("ok", "allow", secrets_present=False))
+    job = {"topic": "job.x", "context": {"pad": "x" * (3 * 1024 * 1024), "auth": "secret://v/k"}}
+    assert decide(loaded, **job)[1] == "deny"
+
+
+def test_input_field_fallback_compares_field_names_case_insensitively():
+    loaded = policy(rule(region="eu"))
+    assert decide(loaded, context={"Region": "EU"})[1] == "r"

@@ -14,7 +14,7 @@ from cordum.models.decision import (
     RuleOutcome,
     RuleTrace,
 )
-from cordum.models.job import Job, Priority
+from cordum.models.job import Job, Priority, label_text
 
 __all__ = [
     "Budgets",
@@ -32,4 +32,5 @@ __all__ = [
     "RuleTrace",
     "Sandbox",
     "Toolchain",
+    "label_text",
 ]

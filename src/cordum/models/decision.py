@@ -8,9 +8,9 @@ Records are frozen so the kernel can hand out one precomputed instance per rule.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, NoReturn, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from cordum.models.constraints import Constraints
 
@@ -38,6 +38,41 @@ class OutputDecision(StrEnum):
     REDACT = "REDACT"
 
 
+class FrozenLabels(dict[str, str]):
+    """A label mapping that refuses changes.
+
+    Decision records are shared by every job a rule decides; a caller editing one
+    remediation's labels in place would change the answer for everyone after it.
+    """
+
+    def _refuse(self) -> NoReturn:
+        raise TypeError("decision records are immutable; copy the labels to change them")
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self._refuse()
+
+    def __delitem__(self, key: str) -> None:
+        self._refuse()
+
+    def __ior__(self, other: Any) -> Self:  # type: ignore[override,misc]
+        self._refuse()
+
+    def clear(self) -> None:
+        self._refuse()
+
+    def pop(self, *args: Any) -> str:
+        self._refuse()
+
+    def popitem(self) -> tuple[str, str]:
+        self._refuse()
+
+    def setdefault(self, *args: Any) -> str:
+        self._refuse()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self._refuse()
+
+
 class Remediation(BaseModel):
     """A safer alternative an agent may re-submit instead of the refused job."""
 
@@ -48,7 +83,9 @@ class Remediation(BaseModel):
     summary: str = ""
     replacement_topic: str | None = None
     replacement_capability: str | None = None
-    add_labels: dict[str, str] = Field(default_factory=dict)
+    add_labels: Annotated[dict[str, str], AfterValidator(FrozenLabels)] = Field(
+        default_factory=FrozenLabels
+    )
     remove_labels: tuple[str, ...] = ()
 
 

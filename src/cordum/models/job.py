@@ -57,14 +57,29 @@ class Job(BaseModel):
     @classmethod
     def _scalar_labels_as_text(cls, value: Any) -> Any:
         """Labels are text on the wire; accept JSON numbers and booleans as their text."""
-        if isinstance(value, dict):
-            return {k: _label_text(v) for k, v in value.items()}
-        return value
+        if not isinstance(value, dict):
+            return value
+        seen: dict[str, str] = {}
+        for key in value:
+            folded = str(key).strip().lower()
+            if folded in seen:
+                raise ValueError(
+                    f"label keys `{seen[folded]}` and `{key}` are the same key"
+                    " (label keys are compared case-insensitively)"
+                )
+            seen[folded] = str(key)
+        return {k: text if (text := label_text(v)) is not None else v for k, v in value.items()}
 
 
-def _label_text(value: Any) -> Any:
+def label_text(value: Any) -> str | None:
+    """The text of a label value: text as is, numbers and booleans as JSON writes them.
+
+    None for anything else (lists, mappings, null), which is not a label value.
+    """
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str):
+        return value
     if isinstance(value, int | float):
         return str(value)
-    return value
+    return None

@@ -63,12 +63,48 @@ def merge_documents(loaded: Sequence[LoadedDocument]) -> MergedPolicy:
         rule_sources[kind] = sources
     tenants, tenant_sources = _merge_tenants(loaded)
     update["tenants"] = tenants
+    if update["rules"] and tenants:
+        notes.append(_ignored_tenants(tenants, tenant_sources))
     return MergedPolicy(
         document=base.document.model_copy(update=update),
         rule_sources=rule_sources,
         tenant_sources=tenant_sources,
         notes=tuple(notes),
         bundle_ids=tuple(item.name for item in loaded),
+    )
+
+
+def _ignored_tenants(
+    tenants: dict[str, LegacyTenant], sources: dict[str, SourceRef]
+) -> PolicyIssue:
+    """Legacy tenant lists next to rules are ignored, as in the original.
+
+    Ignoring an allow list only refuses more; ignoring a deny list (or an MCP filter)
+    would silently let through what its author meant to stop, so that is an error.
+    """
+    refusing = sorted(name for name, tenant in tenants.items() if tenant.deny_topics or tenant.mcp)
+    name = refusing[0] if refusing else sorted(tenants)[0]
+    hint = f"write them as rules, e.g. `tenants: [{name}]`, `topics: [...]`, `decision: deny`"
+    if refusing:
+        raise PolicyLoadError(
+            [
+                PolicyIssue(
+                    code="legacy_tenants_ignored",
+                    message=f"the deny list of tenant `{name}` would be ignored: legacy tenant"
+                    " lists only apply to policies without rules",
+                    file=sources[name].file,
+                    line=sources[name].line,
+                    hint=hint,
+                )
+            ]
+        )
+    return PolicyIssue(
+        code="legacy_tenants_ignored",
+        message="`tenants` is ignored because the policy has rules",
+        file=sources[name].file,
+        line=sources[name].line,
+        severity="warning",
+        hint=hint,
     )
 
 

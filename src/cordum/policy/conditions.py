@@ -13,16 +13,7 @@ from collections.abc import Callable
 
 from cordum.policy.globs import compile_glob
 from cordum.policy.job_input import PolicyInput
-from cordum.policy.schema import MCP_DIMENSIONS, Match, McpFilter
-
-INDEXED_FIELDS = ("topic", "tenant", "capability", "pack_id", "actor_id", "actor_type")
-_MEMBERSHIP = (
-    ("tenants", "tenant"),
-    ("capabilities", "capability"),
-    ("pack_ids", "pack_id"),
-    ("actor_ids", "actor_id"),
-    ("actor_types", "actor_type"),
-)
+from cordum.policy.schema import MCP_DIMENSIONS, MEMBERSHIP_FIELDS, Match, McpFilter
 
 
 def _listed(values: tuple[str, ...] | frozenset[str]) -> str:
@@ -276,7 +267,7 @@ def compile_match(match: Match) -> tuple[Condition, ...]:
     conditions: list[Condition] = []
     if match.topics:
         conditions.append(TopicCondition(match.topics))
-    for field, attr in _MEMBERSHIP:
+    for field, attr in MEMBERSHIP_FIELDS.items():
         values: tuple[str, ...] = getattr(match, field)
         if values:
             conditions.append(MembershipCondition(field, attr, values))

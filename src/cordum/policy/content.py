@@ -7,14 +7,35 @@ never by value.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from cordum.policy.conditions import Condition, compile_match, first_failure
-from cordum.policy.job_input import MAX_SCAN_BYTES, PolicyInput, iter_strings
+from cordum.policy.job_input import MAX_SCAN_CHARS, Path, PolicyInput, Text, iter_strings
 from cordum.policy.patterns import combine_patterns
 from cordum.policy.scanners import scan, spans
 from cordum.policy.schema import InputRule, OutputRule, Scanner
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+
+
+def render_path(path: Path, is_key: bool) -> str:
+    """Where a finding is, without ever spelling out a secret.
+
+    Keys are part of the input too: one that is not a plain identifier, or that a
+    scanner flags, is shown as ``<key>``; a finding in a key names its parent.
+    """
+    shown = str(path[0])
+    for part in path[1 : len(path) - 1 if is_key else len(path)]:
+        if isinstance(part, int):
+            shown += f"[{part}]"
+        elif _PLAIN_KEY.match(part) and scan(Scanner.SECRET, part) is None:
+            shown += f".{part}"
+        else:
+            shown += ".<key>"
+    return f"{shown} (a key)" if is_key else shown
 
 
 @dataclass(frozen=True)
@@ -37,20 +58,26 @@ class ContentDetectors:
         """True when the rule has no content checks (only scope, size or error checks)."""
         return not self.scanners and self.patterns is None and not self.keywords
 
-    def first_finding(self, texts: list[tuple[str, str]]) -> str | None:
+    def first_finding(self, texts: Iterable[Text]) -> str | None:
         """``kind in path`` for the first thing found, or None."""
-        for path, text in texts:
-            for scanner in self.scanners:
-                kind = scan(scanner, text)
-                if kind is not None:
-                    return f"{scanner.value}:{kind} in {path}"
-            if self.patterns is not None and self.patterns.search(text) is not None:
-                return f"content pattern in {path}"
-            if self.keywords:
-                lowered = text.lower()
-                for keyword in self.keywords:
-                    if keyword in lowered:
-                        return f"keyword `{keyword}` in {path}"
+        for path, text, is_key in texts:
+            found = self._find(text)
+            if found is not None:
+                return f"{found} in {render_path(path, is_key)}"
+        return None
+
+    def _find(self, text: str) -> str | None:
+        for scanner in self.scanners:
+            kind = scan(scanner, text)
+            if kind is not None:
+                return f"{scanner.value}:{kind}"
+        if self.patterns is not None and self.patterns.search(text) is not None:
+            return "content pattern"
+        if self.keywords:
+            lowered = text.lower()
+            for keyword in self.keywords:
+                if keyword in lowered:
+                    return f"keyword `{keyword}`"
         return None
 
     def redact(self, value: Any) -> Any:
@@ -110,7 +137,10 @@ class CompiledInputRule:
         found = self.detectors.first_finding(texts)
         if found is None and truncated:
             # Fail closed: what was not scanned might hold exactly what this rule looks for.
-            return f"input exceeds the {MAX_SCAN_BYTES:,}-byte scan limit and was not fully scanned"
+            return (
+                f"input exceeds the {MAX_SCAN_CHARS:,}-character scan limit"
+                " and was not fully scanned"
+            )
         return found
 
     def why_not(self, job: PolicyInput) -> tuple[str | None, str]:
@@ -148,7 +178,7 @@ class CompiledOutputRule:
             if size > match.output_size_gt:
                 return f"output is {size:,} bytes (limit {match.output_size_gt:,})"
         if not self.detectors.empty:
-            return self.detectors.first_finding(list(iter_strings("output", output)))
+            return self.detectors.first_finding(iter_strings("output", output))
         if match.output_size_gt is None:
             return "job failed" if failed else "job succeeded"
         return None

@@ -12,9 +12,8 @@ from collections.abc import Mapping
 
 from cordum.policy.globs import example_topic, glob_covers
 from cordum.policy.job_input import SECRETS_TAG, PolicyInput
-from cordum.policy.schema import MCP_DIMENSIONS, Match, RiskTagsCondition
+from cordum.policy.schema import MCP_DIMENSIONS, MEMBERSHIP_FIELDS, Match, RiskTagsCondition
 
-_MEMBERSHIP_FIELDS = ("tenants", "capabilities", "pack_ids", "actor_ids", "actor_types")
 _EXACT_FIELDS = ("label_allowlist", "label_threshold", "secrets_present", "mcp")
 
 
@@ -25,7 +24,7 @@ def covers(general: Match, specific: Match) -> bool:
         and all(any(glob_covers(g, s) for g in general.topics) for s in specific.topics)
     ):
         return False
-    for name in _MEMBERSHIP_FIELDS:
+    for name in MEMBERSHIP_FIELDS:
         wanted: tuple[str, ...] = getattr(general, name)
         if wanted and not (getattr(specific, name) and set(getattr(specific, name)) <= set(wanted)):
             return False

@@ -29,14 +29,19 @@ from cordum.policy.content import CompiledInputRule, CompiledOutputRule
 from cordum.policy.index import RuleIndex
 from cordum.policy.job_input import PolicyInput, to_policy_input
 from cordum.policy.legacy import legacy_rules
-from cordum.policy.schema import DIALECT_CORDUM, PolicyDocument, Rule, Velocity
+from cordum.policy.schema import (
+    DIALECT_CORDUM,
+    SINGLE_VALUED_FIELDS,
+    PolicyDocument,
+    Rule,
+    Velocity,
+)
 from cordum.policy.snapshot import snapshot_id
 from cordum.policy.validate import SourceRef
 from cordum.policy.velocity import InMemoryVelocityStore, VelocityCount, VelocityStore
 
 _FIELD_GETTERS: dict[str, Callable[[PolicyInput], str]] = {
-    name: attrgetter(name)
-    for name in ("tenant", "topic", "actor_id", "actor_type", "capability", "pack_id")
+    name: attrgetter(name) for name in SINGLE_VALUED_FIELDS
 }
 _PART_SEPARATOR = "\x1f"
 
@@ -121,7 +126,9 @@ class Policy:
         self.document: PolicyDocument = merged.document
         self.dialect = dialect
         self.snapshot_id = snapshot_id(self.document)
-        self.velocity_store: VelocityStore = velocity_store or InMemoryVelocityStore()
+        self.velocity_store: VelocityStore = (
+            InMemoryVelocityStore() if velocity_store is None else velocity_store
+        )
         rules, sources = self.document.rules, merged.rule_sources["rules"]
         if not rules:
             rules, sources = legacy_rules(self.document.tenants, merged.tenant_sources)

@@ -21,9 +21,9 @@ from typing import Any, Generic, Protocol, TypeVar
 from cordum.policy.conditions import Condition, MembershipCondition, TopicCondition
 from cordum.policy.globs import compile_glob, is_literal, literal_prefix
 from cordum.policy.job_input import PolicyInput
+from cordum.policy.schema import MEMBERSHIP_FIELDS
 
 MAX_REMEMBERED = 65_536
-_MEMBER_ATTRS = ("tenant", "capability", "pack_id", "actor_id", "actor_type")
 
 
 class IndexedRule(Protocol):
@@ -46,7 +46,7 @@ class RuleIndex(Generic[R]):
         self._topic_cache: dict[str, int] = {}
         self._build_topics(everything)
         self._dims: list[tuple[str, dict[str, int], int]] = []
-        for attr in _MEMBER_ATTRS:
+        for attr in MEMBERSHIP_FIELDS.values():
             by_value, unconstrained = self._member_masks(attr)
             if unconstrained != everything:
                 self._dims.append((attr, by_value, unconstrained))

@@ -9,15 +9,18 @@ and remembered.
 from __future__ import annotations
 
 import json
+import re
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from cordum.models import Job
+from cordum.models import Job, label_text
 from cordum.policy.errors import InvalidJobError
 
 SECRET_REFERENCE = "secret://"
 SECRETS_TAG = "secrets"
-MAX_SCAN_BYTES = 2 * 1024 * 1024
+MAX_SCAN_CHARS = 2 * 1024 * 1024
+_SECRET_REFERENCE = re.compile(re.escape(SECRET_REFERENCE), re.IGNORECASE)
 _JOB_FIELDS = frozenset(Job.model_fields) | {"tenant"}
 
 
@@ -68,7 +71,7 @@ class PolicyInput:
         self.context = context
         self.prompt = prompt
         self._secrets: bool | None = None
-        self._texts: tuple[list[tuple[str, str]], bool] | None = None
+        self._texts: tuple[list[Text], bool] | None = None
         self._size: int | None = None
 
     def label_or_field(self, key: str) -> str | None:
@@ -78,69 +81,104 @@ class PolicyInput:
             return value
         if isinstance(self.context, dict):
             raw = self.context.get(key)
-            if isinstance(raw, bool):
-                return "true" if raw else "false"
-            if isinstance(raw, str | int | float):
-                return str(raw).strip().lower()
+            if raw is None:
+                # Input field names are the agent's own; compare them case-insensitively too.
+                raw = next(
+                    (v for k, v in self.context.items() if str(k).strip().lower() == key), None
+                )
+            text = label_text(raw)
+            return text.strip().lower() if text is not None else None
         return None
 
     def secrets_present(self) -> bool:
-        """True when the job carries ``secret://`` references or the ``secrets`` risk tag."""
+        """True when the job carries ``secret://`` references or the ``secrets`` risk tag.
+
+        Unlike content scanning this reads all of the input, however large: a cheap
+        substring search, and a reference hidden past the scan limit must still count.
+        """
         if self._secrets is None:
-            self._secrets = SECRETS_TAG in self.risk_tags or any(
-                SECRET_REFERENCE in value for value in self.labels.values()
+            self._secrets = (
+                SECRETS_TAG in self.risk_tags
+                or any(SECRET_REFERENCE in value for value in self.labels.values())
+                or any(
+                    _SECRET_REFERENCE.search(text) is not None
+                    for root, value in self._sources()
+                    for _, text, _ in iter_strings(root, value)
+                )
             )
-            if not self._secrets:
-                texts, _ = self.texts()
-                self._secrets = any(SECRET_REFERENCE in text.lower() for _, text in texts)
         return self._secrets
 
-    def texts(self) -> tuple[list[tuple[str, str]], bool]:
-        """(path, text) for every string in the prompt and input, and whether it was cut.
+    def texts(self) -> tuple[list[Text], bool]:
+        """Every string in the prompt and input, with where it is, and whether it was cut.
 
-        At most :data:`MAX_SCAN_BYTES` of text is collected; the flag tells scanners the
-        rest was not looked at, so they can fail closed.
+        At most :data:`MAX_SCAN_CHARS` characters are collected; the flag tells scanners
+        the rest was not looked at, so they can fail closed.
         """
         if self._texts is None:
-            collected: list[tuple[str, str]] = []
-            budget = MAX_SCAN_BYTES
+            collected: list[Text] = []
+            budget = MAX_SCAN_CHARS
             truncated = False
-            sources: list[tuple[str, Any]] = [("prompt", self.prompt), ("context", self.context)]
-            for path, text in (
-                pair for root, value in sources for pair in iter_strings(root, value)
-            ):
-                if len(text) > budget:
-                    collected.append((path, text[:budget]))
-                    truncated = True
+            for root, value in self._sources():
+                for path, text, is_key in iter_strings(root, value):
+                    if len(text) > budget:
+                        collected.append((path, text[:budget], is_key))
+                        truncated = True
+                        break
+                    budget -= len(text)
+                    collected.append((path, text, is_key))
+                if truncated:
                     break
-                budget -= len(text)
-                collected.append((path, text))
             self._texts = (collected, truncated)
         return self._texts
 
     def input_size(self) -> int:
-        """Size in bytes of the input as JSON (what ``input_size_gt`` compares)."""
+        """Size in bytes of the input as JSON (what ``input_size_gt`` compares).
+
+        Input that cannot be written as JSON (cyclic, absurdly deep) counts as larger
+        than any limit: a size rule then fires rather than being skipped.
+        """
         if self._size is None:
-            encoded = json.dumps(self.context, default=str, ensure_ascii=False).encode()
-            self._size = len(encoded) + len((self.prompt or "").encode())
+            try:
+                encoded = json.dumps(self.context, default=str, ensure_ascii=False).encode()
+            except (RecursionError, ValueError):
+                self._size = sys.maxsize
+            else:
+                self._size = len(encoded) + len((self.prompt or "").encode())
         return self._size
 
+    def _sources(self) -> tuple[tuple[str, Any], ...]:
+        return (("prompt", self.prompt), ("context", self.context))
 
-def iter_strings(path: str, value: Any) -> Iterator[tuple[str, str]]:
-    """Every string (keys included) in a JSON value, with a path to where it is."""
-    stack: list[tuple[str, Any]] = [(path, value)]
+
+Path = tuple[str | int, ...]
+Text = tuple[Path, str, bool]
+
+
+def iter_strings(root: str, value: Any) -> Iterator[Text]:
+    """(path, text, is_key) for every string in a JSON-like value, keys included.
+
+    Iterative, so no depth of nesting can exhaust the stack, and each container is
+    visited once, so shared or cyclic structures (possible from Python callers) end.
+    """
+    stack: list[tuple[Path, Any]] = [((root,), value)]
+    visited: set[int] = set()
     while stack:
-        where, item = stack.pop()
+        path, item = stack.pop()
         if isinstance(item, str):
-            yield where, item
-        elif isinstance(item, dict):
-            for key, child in reversed(list(item.items())):
+            yield path, item, False
+            continue
+        if not isinstance(item, dict | list | tuple) or id(item) in visited:
+            continue
+        visited.add(id(item))
+        if isinstance(item, dict):
+            children: list[tuple[Path, Any]] = []
+            for key, child in item.items():
                 key_text = str(key)
-                yield f"{where}.{key_text}", key_text
-                stack.append((f"{where}.{key_text}", child))
-        elif isinstance(item, list | tuple):
-            for index in range(len(item) - 1, -1, -1):
-                stack.append((f"{where}[{index}]", item[index]))
+                yield (*path, key_text), key_text, True
+                children.append(((*path, key_text), child))
+            stack.extend(reversed(children))
+        else:
+            stack.extend(((*path, index), item[index]) for index in range(len(item) - 1, -1, -1))
 
 
 def to_policy_input(job: Any, default_tenant: str = "") -> PolicyInput:
@@ -158,11 +196,13 @@ def _from_mapping(job: Mapping[str, Any], default_tenant: str) -> PolicyInput:
     unknown = job.keys() - _JOB_FIELDS
     if unknown:
         raise InvalidJobError(
-            sorted(unknown)[0], "unknown field (a misspelt field would be ignored)"
+            str(sorted(unknown, key=str)[0]), "unknown field (a misspelt field would be ignored)"
         )
     topic = job.get("topic")
     if not isinstance(topic, str) or not topic.strip():
         raise InvalidJobError("topic", "is required and must be non-empty text")
+    if "tenant" in job and "tenant_id" in job:
+        raise InvalidJobError("tenant", "give `tenant_id` or its other spelling `tenant`, not both")
     tenant = _text(job, "tenant_id") or _text(job, "tenant") or default_tenant
     labels = job.get("labels")
     return PolicyInput(
@@ -219,15 +259,17 @@ def _tags(job: Mapping[str, Any], name: str) -> frozenset[str]:
 def _labels(value: Any) -> dict[str, str]:
     if not isinstance(value, Mapping):
         raise InvalidJobError("labels", "must be a mapping of text to text")
-    labels = {}
+    labels: dict[str, str] = {}
     for key, raw in value.items():
-        if isinstance(raw, bool):
-            text = "true" if raw else "false"
-        elif isinstance(raw, str | int | float):
-            text = str(raw)
-        else:
+        text = label_text(raw)
+        if text is None:
             raise InvalidJobError(f"labels.{key}", "label values must be text")
-        labels[str(key).strip().lower()] = text.strip().lower()
+        folded = str(key).strip().lower()
+        if folded in labels:
+            raise InvalidJobError(
+                f"labels.{key}", "another label has the same key (keys compare case-insensitively)"
+            )
+        labels[folded] = text.strip().lower()
     return labels
 
 

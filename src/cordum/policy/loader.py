@@ -123,7 +123,20 @@ def read_merged(
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> MergedPolicy:
     """Read and validate a policy file or directory without compiling it."""
-    if path.is_dir():
+    try:
+        is_directory = path.is_dir()
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise PolicyLoadError(
+            [
+                PolicyIssue(
+                    code="file_unreadable",
+                    message=f"not a usable path: {reason}",
+                    file=str(path)[:200],
+                )
+            ]
+        ) from None
+    if is_directory:
         files = bundle_files(path)
         if not files:
             raise PolicyLoadError(
@@ -164,14 +177,29 @@ def bundle_files(directory: Path) -> dict[str, Path]:
     (``secops/deny-exfil``). A top-level ``base.yaml`` is the base and is merged first.
     Policy test fixtures (``*_test.yaml``) and hidden files are not bundles.
     """
-    found = {
-        file.relative_to(directory).with_suffix("").as_posix(): file
-        for file in directory.rglob("*")
-        if file.suffix in POLICY_SUFFIXES
-        and file.is_file()
-        and not file.name.endswith(TEST_FILE_SUFFIXES)
-        and not _hidden(file, directory)
-    }
+    found: dict[str, Path] = {}
+    for file in sorted(directory.rglob("*")):
+        if (
+            file.suffix not in POLICY_SUFFIXES
+            or not file.is_file()
+            or file.name.endswith(TEST_FILE_SUFFIXES)
+            or _hidden(file, directory)
+        ):
+            continue
+        bundle_id = file.relative_to(directory).with_suffix("").as_posix()
+        if bundle_id in found:
+            raise PolicyLoadError(
+                [
+                    PolicyIssue(
+                        code="duplicate_bundle_id",
+                        message=f"`{found[bundle_id].name}` and `{file.name}` are both bundle"
+                        f" `{bundle_id}`; one would silently replace the other",
+                        file=str(file),
+                        hint="rename or remove one of them",
+                    )
+                ]
+            )
+        found[bundle_id] = file
     return {bundle_id: found[bundle_id] for bundle_id in bundle_order(found)}
 
 

@@ -37,6 +37,19 @@ def compile_pattern(pattern: str) -> Any:
         raise PatternError("empty pattern", "an empty pattern matches every input")
     if len(pattern) > MAX_PATTERN_LENGTH:
         raise PatternError(f"pattern is longer than {MAX_PATTERN_LENGTH} characters")
+    return _compile(pattern)
+
+
+def combine_patterns(patterns: tuple[str, ...]) -> Any:
+    """One RE2 program matching any of ``patterns``: one scan per text instead of one each.
+
+    The schema compiles the combination when a policy is loaded, so a set of patterns
+    too large for RE2's memory bound is a load error, never a failure at evaluation.
+    """
+    return _compile("|".join(f"(?:{p})" for p in patterns))
+
+
+def _compile(pattern: str) -> Any:
     try:
         return re2.compile(pattern, _options())
     except re2.error as exc:
@@ -50,8 +63,3 @@ def compile_pattern(pattern: str) -> Any:
                 " these are what make regexes backtrack catastrophically"
             )
         raise PatternError(f"invalid regular expression: {detail}", hint) from None
-
-
-def combine_patterns(patterns: tuple[str, ...]) -> Any:
-    """One RE2 program matching any of ``patterns``: one scan per text instead of one each."""
-    return compile_pattern("|".join(f"(?:{p})" for p in patterns))

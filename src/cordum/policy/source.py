@@ -125,20 +125,25 @@ class ParsedYaml:
 
 
 def read_policy_bytes(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
-    """Read a policy file, refusing anything over ``max_bytes`` before reading it."""
+    """Read a policy file, never more than ``max_bytes`` (+1, to know it was too large)."""
     name = str(path)
     try:
         size = path.stat().st_size
+        if size > max_bytes:
+            raise _too_large(name, size, max_bytes)
+        # Bounded even so: special files (/dev/zero, pipes) report no useful size.
+        with path.open("rb") as file:
+            data = file.read(max_bytes + 1)
     except FileNotFoundError:
         raise _fail(name, "file_not_found", "no such file", hint="check the path") from None
-    except OSError as exc:
-        raise _fail(name, "file_unreadable", f"cannot read: {exc.strerror}") from None
-    if size > max_bytes:
-        raise _too_large(name, size, max_bytes)
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise _fail(name, "file_unreadable", f"cannot read: {exc.strerror}") from None
+    except IsADirectoryError:
+        raise _fail(name, "file_unreadable", "this is a directory, not a file") from None
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise _fail(name, "file_unreadable", f"cannot read: {reason}") from None
+    if len(data) > max_bytes:
+        raise _too_large(name, max_bytes + 1, max_bytes, at_least=True)
+    return data
 
 
 def decode_policy_bytes(data: bytes, name: str) -> str:
@@ -438,11 +443,12 @@ def _char_position(text: str, offset: int) -> tuple[int, int]:
     return text.count("\n", 0, offset) + 1, offset - line_start + 1
 
 
-def _too_large(name: str, size: int, max_bytes: int) -> PolicyLoadError:
+def _too_large(name: str, size: int, max_bytes: int, at_least: bool = False) -> PolicyLoadError:
+    amount = f"more than {max_bytes:,}" if at_least else f"{size:,}"
     return _fail(
         name,
         "too_large",
-        f"the policy is {size:,} bytes; the limit is {max_bytes:,} bytes",
+        f"the policy is {amount} bytes; the limit is {max_bytes:,} bytes",
         hint="split the policy into bundles, or raise the limit with --max-bytes",
     )
 
