@@ -44,6 +44,7 @@ _FIELD_GETTERS: dict[str, Callable[[PolicyInput], str]] = {
     name: attrgetter(name) for name in SINGLE_VALUED_FIELDS
 }
 _PART_SEPARATOR = "\x1f"
+_NO_CONSTRAINTS = Constraints()
 
 
 class VelocityGate:
@@ -102,7 +103,7 @@ class CompiledRule:
             reason=rule.reason or f"{rule.decision.value} by rule `{rule.id}` (it gives no reason)",
             rule_id=rule.id,
             policy_snapshot=snapshot,
-            constraints=rule.constraints or Constraints(),
+            constraints=rule.constraints or _NO_CONSTRAINTS,
             remediations=rule.remediations,
             approval_required=rule.decision == Decision.REQUIRE_APPROVAL,
         )

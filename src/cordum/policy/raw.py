@@ -39,34 +39,34 @@ def as_written(parsed: ParsedYaml) -> dict[str, Any]:
     silently change what the rule compares, so they are taken from the source instead.
     """
     data: dict[str, Any] = parsed.data
-    locations: list[Loc] = [("version",)]
+    locations: list[Loc] = [("version",)] if _typed_scalar(data.get("version")) else []
     for kind in RULE_LISTS:
         rules = data.get(kind)
+        known = match_field_names(MATCH_MODELS[kind])
         for index, rule in enumerate(rules if isinstance(rules, list) else ()):
-            match_key = present_key(data, (kind, index), ("match", "when"))
+            match_key = spelling(rule, ("match", "when"))
             match = rule.get(match_key) if isinstance(rule, dict) else None
             if not isinstance(match, dict):
                 continue
-            known = match_field_names(MATCH_MODELS[kind])
             for key, value in match.items():
                 base = (kind, index, match_key, key)
                 if key in ("labels", "label_allowlist") and isinstance(value, dict):
                     for label, values in value.items():
-                        locations.extend(_value_locations((*base, label), values))
+                        locations.extend(_typed_locations((*base, label), values))
                 elif isinstance(key, str) and key not in known:
-                    locations.extend(_value_locations(base, value))
+                    locations.extend(_typed_locations(base, value))
     for loc in locations:
-        if _typed_scalar(walk(data, loc)):
-            text = parsed.scalar_text(loc)
-            if text is not None:
-                data = _replaced(data, loc, text)
+        text = parsed.scalar_text(loc)
+        if text is not None:
+            data = _replaced(data, loc, text)
     return data
 
 
-def _value_locations(loc: Loc, value: Any) -> list[Loc]:
+def _typed_locations(loc: Loc, value: Any) -> list[Loc]:
+    """Where, in a value or list of values, YAML typed a scalar that was meant as text."""
     if isinstance(value, list):
-        return [(*loc, index) for index in range(len(value))]
-    return [loc]
+        return [(*loc, index) for index, item in enumerate(value) if _typed_scalar(item)]
+    return [loc] if _typed_scalar(value) else []
 
 
 def _typed_scalar(value: Any) -> bool:
@@ -122,7 +122,7 @@ def raw_checks(parsed: ParsedYaml, strict: bool) -> tuple[list[PolicyIssue], lis
                             hint="rule ids must be unique within a bundle; rename one",
                         )
                     )
-            match_key = present_key(parsed.data, (kind, index), ("match", "when"))
+            match_key = spelling(rule, ("match", "when"))
             match = rule.get(match_key)
             if isinstance(match, dict):
                 found = _match_key_issues(parsed, kind, index, match_key, match, rule_name, strict)
@@ -245,10 +245,14 @@ def id_loc(raw: Any, kind: str, index: int) -> Loc:
 
 def present_key(raw: Any, loc: Loc, choices: tuple[str, ...]) -> str:
     """Which of the spellings ``choices`` the mapping at ``loc`` uses (the first if none)."""
-    node = walk(raw, loc)
-    if isinstance(node, dict):
+    return spelling(walk(raw, loc), choices)
+
+
+def spelling(mapping: Any, choices: tuple[str, ...]) -> str:
+    """Which of the spellings ``choices`` ``mapping`` uses (the first if none)."""
+    if isinstance(mapping, dict):
         for choice in choices:
-            if choice in node:
+            if choice in mapping:
                 return choice
     return choices[0]
 

@@ -216,10 +216,10 @@ def _implicit_values(value: Any) -> Any:
     return sorted({text.strip().lower() for text in texts})
 
 
-def match_field_names(model: type[BaseModel]) -> tuple[str, ...]:
+@functools.cache
+def match_field_names(model: type[BaseModel]) -> frozenset[str]:
     """Every key a match block of ``model`` understands (fields and their spellings)."""
-    names = set(model.model_fields) | set(_MATCH_ALIASES) | set(LABEL_DIALECT_KEYS)
-    return tuple(sorted(names))
+    return frozenset(model.model_fields) | set(_MATCH_ALIASES) | set(LABEL_DIALECT_KEYS)
 
 
 class _ContentMatch(Match):
