@@ -161,14 +161,21 @@ def test_detectors_stay_quiet_on_ordinary_text(scanner, text):
     assert scan(scanner, text) is None
 
 
-def test_scanners_are_linear_on_hostile_input():
-    import time
+def test_scanners_do_not_hang_on_hostile_input():
+    # Catastrophic backtracking would run for hours; a child process with a generous
+    # deadline turns a hang into a failure without timing anything in this process.
+    import subprocess
+    import sys
 
-    hostile = ("a@" * 50_000) + ("1 " * 50_000) + ("ignore " * 20_000)
-    start = time.perf_counter()
-    for scanner in Scanner:
-        scan(scanner, hostile)
-    assert time.perf_counter() - start < 5
+    code = (
+        "from cordum.policy.scanners import scan\n"
+        "from cordum.policy.schema import Scanner\n"
+        "hostile = ('a@' * 50_000) + ('1 ' * 50_000) + ('ignore ' * 20_000)\n"
+        "print([scan(s, hostile) for s in Scanner])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "ignore" not in done.stdout  # ordinary words alone are not an injection
 
 
 def output_rule(rule_id, decision, **match):
