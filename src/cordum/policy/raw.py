@@ -107,16 +107,12 @@ def raw_checks(parsed: ParsedYaml, strict: bool) -> tuple[list[PolicyIssue], lis
                 # Positions are only looked up for a duplicate: the happy path pays nothing.
                 first = first_seen.setdefault(rule_name.strip(), (kind, index))
                 if first != (kind, index):
-                    line, column = parsed.position(id_loc(parsed.data, kind, index))
                     first_line = parsed.position(id_loc(parsed.data, *first))[0]
                     errors.append(
-                        PolicyIssue(
-                            code="duplicate_rule_id",
-                            message=f"rule id `{rule_name}` is used twice"
-                            f" (first on line {first_line})",
-                            file=parsed.name,
-                            line=line,
-                            column=column,
+                        parsed.issue_at(
+                            id_loc(parsed.data, kind, index),
+                            "duplicate_rule_id",
+                            f"rule id `{rule_name}` is used twice (first on line {first_line})",
                             rule_id=rule_name,
                             field="id",
                             hint="rule ids must be unique within a bundle; rename one",
@@ -191,19 +187,17 @@ def _match_key_issues(
         normalized = key.strip().lower()
         if normalized in LABEL_DIALECT_KEYS:
             continue
-        line, column = parsed.position((kind, index, match_key, key))
+        loc = (kind, index, match_key, key)
+        where = {"rule_id": rule_id, "field": f"{match_key}.{key}"}
         belongs = _BELONGS_ELSEWHERE.get(normalized)
         if belongs is not None:
             issues.append(
-                PolicyIssue(
-                    code="misplaced_field",
-                    message=f"`{key}` is not a match field: it belongs {belongs}",
-                    file=parsed.name,
-                    line=line,
-                    column=column,
-                    rule_id=rule_id,
-                    field=f"{match_key}.{key}",
+                parsed.issue_at(
+                    loc,
+                    "misplaced_field",
+                    f"`{key}` is not a match field: it belongs {belongs}",
                     hint="check the indentation; under `match` it would be read as a label",
+                    **where,
                 )
             )
             continue
@@ -222,19 +216,7 @@ def _match_key_issues(
             message += f"; it is compared with the job label `{normalized}`"
             message += " (then the input field of that name)"
             hint = f"if that is intended, write it as `labels: {{{normalized}: ...}}`"
-        issues.append(
-            PolicyIssue(
-                code=code,
-                message=message,
-                file=parsed.name,
-                line=line,
-                column=column,
-                rule_id=rule_id,
-                field=f"{match_key}.{key}",
-                hint=hint,
-                severity=severity,
-            )
-        )
+        issues.append(parsed.issue_at(loc, code, message, hint=hint, severity=severity, **where))
     return issues
 
 

@@ -97,6 +97,13 @@ class ParsedYaml:
                 break
         return mark.line + 1, mark.column + 1
 
+    def issue_at(self, loc: Loc, code: str, message: str, **extra: Any) -> PolicyIssue:
+        """An issue positioned at ``loc`` (or its deepest ancestor present) in this file."""
+        line, column = self.position(loc)
+        return PolicyIssue(
+            code=code, message=message, file=self.name, line=line, column=column, **extra
+        )
+
     def scalar_text(self, loc: Loc) -> str | None:
         """The source text of the scalar at ``loc`` (before YAML typed it), if there is one."""
         node: Node | None = self.root

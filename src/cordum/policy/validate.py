@@ -47,10 +47,7 @@ class LoadedDocument:
         self, loc: Sequence[str | int], code: str, message: str, **extra: Any
     ) -> PolicyIssue:
         """An issue positioned at ``loc`` in this document."""
-        line, column = self.source.position(loc)
-        return PolicyIssue(
-            code=code, message=message, file=self.name, line=line, column=column, **extra
-        )
+        return self.source.issue_at(loc, code, message, **extra)
 
 
 def validate_document(
@@ -60,15 +57,12 @@ def validate_document(
     if dialect not in DIALECTS:
         raise ValueError(f"unknown dialect {dialect!r}; use one of {', '.join(DIALECTS)}")
     if not isinstance(parsed.data, dict):
-        line, column = parsed.position(())
         raise PolicyLoadError(
             [
-                PolicyIssue(
-                    code="not_a_mapping",
-                    message=f"a policy is a mapping of settings, got {describe_value(parsed.data)}",
-                    file=parsed.name,
-                    line=line,
-                    column=column,
+                parsed.issue_at(
+                    (),
+                    "not_a_mapping",
+                    f"a policy is a mapping of settings, got {describe_value(parsed.data)}",
                     hint="start with `version:`, `default_decision:` and `rules:`",
                 )
             ]
