@@ -189,10 +189,11 @@ class Policy:
             if chosen is None and record is not None:
                 chosen = record
         base = chosen if chosen is not None else self._default_record
+        input_traces, record = self._trace_input_rules(normalized, base)
         return Explanation(
-            record=self._after_allow(normalized, base),
+            record=record,
             rules=tuple(traces),
-            input_rules=self._trace_input_rules(normalized, base),
+            input_rules=input_traces,
             default_applied=chosen is None,
         )
 
@@ -315,8 +316,12 @@ class Policy:
         detail = f"{window} exceeds the limit of {velocity.max_requests}"
         return RuleTrace(**base, outcome=outcome, detail=detail), _throttled(rule.record, counted)
 
-    def _trace_input_rules(self, job: PolicyInput, base: DecisionRecord) -> tuple[RuleTrace, ...]:
+    def _trace_input_rules(
+        self, job: PolicyInput, base: DecisionRecord
+    ) -> tuple[tuple[RuleTrace, ...], DecisionRecord]:
+        """The input-rule traces and the final record: ``base``, or the first escalation."""
         traces = []
+        record = base
         found = False
         for position, (compiled, source) in enumerate(
             zip(self.all_input_rules, self.input_rule_sources, strict=True)
@@ -349,9 +354,11 @@ class Policy:
                 )
                 continue
             outcome = RuleOutcome.MATCHED if found else RuleOutcome.SELECTED
+            if not found:
+                record = self._escalate(compiled, base, finding)
             found = True
             traces.append(RuleTrace(**common, outcome=outcome, detail=f"found {finding}"))
-        return tuple(traces)
+        return tuple(traces), record
 
 
 def _throttled(record: DecisionRecord, counted: VelocityCount) -> DecisionRecord:
