@@ -1,0 +1,46 @@
+"""The FastAPI application: one router per resource, one error shape, one control plane."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from cordum import __version__
+from cordum.api import errors
+from cordum.api.routes_jobs import router as jobs_router
+from cordum.api.routes_ops import health
+from cordum.api.routes_ops import router as ops_router
+from cordum.api.routes_workers import router as workers_router
+from cordum.wiring import ControlPlane
+
+Hook = Callable[[ControlPlane], Awaitable[None]]
+
+
+def create_app(plane: ControlPlane, *, on_start: Hook | None = None) -> FastAPI:
+    """An app serving ``plane``; the app's lifespan starts and stops it."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await plane.start()
+        if on_start is not None:
+            await on_start(plane)
+        try:
+            yield
+        finally:
+            await plane.stop()
+
+    app = FastAPI(
+        title="Cordum",
+        version=__version__,
+        description="The control plane that governs what AI agents do.",
+        lifespan=lifespan,
+    )
+    app.state.plane = plane
+    errors.install(app)
+    app.include_router(jobs_router)
+    app.include_router(ops_router)
+    app.include_router(workers_router)
+    app.include_router(health)
+    return app

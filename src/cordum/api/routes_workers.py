@@ -1,0 +1,284 @@
+"""Workers over the network: register, heartbeat, long-poll or WebSocket, results.
+
+An external worker gets its jobs exactly like an in-process one: from its connection's
+inbox, fed by ``worker.<id>.jobs`` on the bus; a job is claimed (RUNNING) just before it
+is handed over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any, Literal, TypeVar
+
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cordum.api.body import read_object
+from cordum.api.deps import plane_of
+from cordum.api.errors import ApiError, invalid
+from cordum.api.views import worker_view
+from cordum.models.pipeline import JobAssignment, JobError
+from cordum.ports import JobNotFoundError
+from cordum.services.connections import Connection
+from cordum.services.execution import JobStateError
+from cordum.services.workers import InvalidWorkerError, UnknownWorkerError
+from cordum.wiring import ControlPlane
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/api/v1", tags=["workers"])
+
+MAX_POLL_WAIT_S = 30.0
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Registration(_Strict):
+    """Body of ``POST /workers``."""
+
+    worker_id: str | None = None
+    pool: str = Field(min_length=1, max_length=128)
+    topics: list[str] = Field(min_length=1, max_length=256)
+    capacity: int = Field(default=1, ge=1, le=10_000)
+    transport: Literal["http", "websocket"] = "http"
+    labels: dict[str, str] = Field(default_factory=dict, max_length=128)
+
+
+class Heartbeat(_Strict):
+    """Body of a heartbeat."""
+
+    active_jobs: int = Field(default=0, ge=0)
+
+
+class Poll(_Strict):
+    """Body of a long-poll."""
+
+    max_jobs: int = Field(default=1, ge=1, le=1000)
+    wait_s: float = Field(default=25.0, ge=0, le=MAX_POLL_WAIT_S)
+
+
+class Progress(_Strict):
+    """Body of a progress report."""
+
+    message: str | None = Field(default=None, max_length=4096)
+    percent: float | None = Field(default=None, ge=0, le=100)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Result(_Strict):
+    """Body of a result."""
+
+    status: Literal["succeeded", "failed"]
+    result: Any = None
+    error: JobError | None = None
+    retryable: bool = True
+
+
+async def _body(request: Request, model: type[_M], optional: bool = False) -> _M:
+    data = await read_object(request, plane_of(request).settings.max_body_bytes, optional=optional)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid(exc) from None
+
+
+def _unknown(exc: UnknownWorkerError) -> ApiError:
+    return ApiError(404, "unknown_worker", str(exc), worker_id=exc.worker_id)
+
+
+@router.get("/workers")
+async def list_workers(request: Request) -> dict[str, Any]:
+    """Every registered worker, whether it is live, and its current load."""
+    plane = plane_of(request)
+    directory = plane.directory
+    views = []
+    for worker in await plane.store.list_workers():
+        live = directory.workers.get(worker.worker_id)
+        views.append(
+            worker_view(
+                worker,
+                live=live is not None and directory.is_live(live) and not live.draining,
+                active=len(live.active) if live else 0,
+            )
+        )
+    return {"workers": views}
+
+
+@router.post("/workers")
+async def register_worker(request: Request) -> dict[str, Any]:
+    """Register (or re-register under the same id) and open the worker's inbox."""
+    plane = plane_of(request)
+    body = await _body(request, Registration)
+    try:
+        record = await plane.workers.register(
+            pool=body.pool,
+            topics=body.topics,
+            capacity=body.capacity,
+            transport=body.transport,
+            worker_id=body.worker_id,
+            labels=body.labels,
+        )
+    except InvalidWorkerError as exc:
+        raise ApiError(422, "invalid_worker", str(exc)) from None
+    await plane.connections.connect(record.worker_id)
+    return {
+        "worker_id": record.worker_id,
+        "heartbeat_interval_s": plane.settings.heartbeat_interval_s,
+        "lost_after_s": plane.settings.worker_lost_after_s,
+    }
+
+
+async def _connection(plane: ControlPlane, worker_id: str) -> Connection:
+    if worker_id not in plane.directory.workers and worker_id not in plane.connections.connections:
+        raise _unknown(UnknownWorkerError(worker_id))
+    return await plane.connections.connect(worker_id)
+
+
+@router.post("/workers/{worker_id}/heartbeat")
+async def heartbeat(request: Request, worker_id: str) -> dict[str, Any]:
+    """I'm alive; the answer lists jobs to cancel."""
+    plane = plane_of(request)
+    body = await _body(request, Heartbeat, optional=True)
+    try:
+        await plane.workers.heartbeat(worker_id, body.active_jobs)
+    except UnknownWorkerError as exc:
+        raise _unknown(exc) from None
+    connection = await plane.connections.connect(worker_id)
+    return {"cancel": connection.pending_cancels()}
+
+
+@router.post("/workers/{worker_id}/poll")
+async def poll(request: Request, worker_id: str) -> dict[str, Any]:
+    """Long-poll for jobs: answers as soon as there is one, or after ``wait_s``."""
+    plane = plane_of(request)
+    body = await _body(request, Poll, optional=True)
+    connection = await _connection(plane, worker_id)
+    items = await connection.take(body.max_jobs, body.wait_s)
+    jobs = [i.model_dump(mode="json") for i in items if isinstance(i, JobAssignment)]
+    return {"jobs": jobs, "cancel": [i for i in items if isinstance(i, str)]}
+
+
+@router.post("/workers/{worker_id}/jobs/{job_id}/progress")
+async def progress(request: Request, worker_id: str, job_id: str) -> dict[str, Any]:
+    """A progress report for a running job."""
+    plane = plane_of(request)
+    body = await _body(request, Progress)
+    try:
+        job = await plane.execution.progress(worker_id, job_id, body.model_dump())
+    except JobNotFoundError:
+        raise ApiError(404, "job_not_found", f"no job with id {job_id!r}") from None
+    except JobStateError as exc:
+        raise ApiError(409, "job_not_running", str(exc), state=exc.job.state.value) from None
+    return {"state": job.state.value}
+
+
+@router.post("/workers/{worker_id}/jobs/{job_id}/result")
+async def result(request: Request, worker_id: str, job_id: str) -> dict[str, Any]:
+    """A job's outcome; a repeat or a late result is acknowledged and ignored."""
+    plane = plane_of(request)
+    body = await _body(request, Result)
+    try:
+        job, used = await plane.execution.complete(
+            worker_id,
+            job_id,
+            succeeded=body.status == "succeeded",
+            result=body.result,
+            error=body.error,
+            retryable=body.retryable,
+        )
+    except JobNotFoundError:
+        raise ApiError(404, "job_not_found", f"no job with id {job_id!r}") from None
+    return {"state": job.state.value, "ignored": not used}
+
+
+@router.post("/workers/{worker_id}/drain")
+async def drain(request: Request, worker_id: str) -> dict[str, Any]:
+    """Stop dispatching to the worker; its running jobs finish."""
+    plane = plane_of(request)
+    try:
+        await plane.workers.drain(worker_id)
+    except UnknownWorkerError as exc:
+        raise _unknown(exc) from None
+    return {"worker_id": worker_id, "draining": True}
+
+
+@router.delete("/workers/{worker_id}", status_code=204)
+async def deregister(request: Request, worker_id: str) -> Response:
+    """Leave; jobs dispatched but never taken go back to PENDING."""
+    plane = plane_of(request)
+    await plane.connections.disconnect(worker_id)
+    try:
+        await plane.workers.deregister(worker_id)
+    except UnknownWorkerError as exc:
+        raise _unknown(exc) from None
+    return Response(status_code=204)
+
+
+@router.websocket("/workers/{worker_id}/ws")
+async def worker_socket(websocket: WebSocket, worker_id: str) -> None:
+    """Push jobs and cancels; receive heartbeats, progress and results."""
+    plane: ControlPlane = websocket.app.state.plane
+    if worker_id not in plane.directory.workers:
+        await websocket.close(code=4404, reason="unknown worker; register it first")
+        return
+    await websocket.accept()
+    connection = await plane.connections.connect(worker_id)
+    pusher = asyncio.create_task(_push(websocket, connection))
+    try:
+        while True:
+            frame = await websocket.receive_text()
+            await _on_frame(plane, worker_id, frame)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        pusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await pusher
+        await plane.connections.disconnect(worker_id)
+
+
+async def _push(websocket: WebSocket, connection: Connection) -> None:
+    while True:
+        for item in await connection.take(1_000, 3600):
+            if isinstance(item, str):
+                await websocket.send_text(json.dumps({"type": "cancel", "job_id": item}))
+            else:
+                frame = {"type": "job", "job": item.model_dump(mode="json")}
+                await websocket.send_text(json.dumps(frame))
+
+
+async def _on_frame(plane: ControlPlane, worker_id: str, frame: str) -> None:
+    try:
+        data = json.loads(frame)
+        kind = data.get("type")
+        if kind == "heartbeat":
+            await plane.workers.heartbeat(worker_id, int(data.get("active_jobs", 0)))
+        elif kind == "progress":
+            report = Progress.model_validate({k: data.get(k) for k in ("message", "percent")})
+            await plane.execution.progress(
+                worker_id, str(data["job_id"]), {**report.model_dump(), "data": data.get("data")}
+            )
+        elif kind == "result":
+            body = Result.model_validate(
+                {k: data[k] for k in ("status", "result", "error", "retryable") if k in data}
+            )
+            await plane.execution.complete(
+                worker_id,
+                str(data["job_id"]),
+                succeeded=body.status == "succeeded",
+                result=body.result,
+                error=body.error,
+                retryable=body.retryable,
+            )
+        else:
+            log.warning("worker %s sent an unknown frame type %r", worker_id, kind)
+    except (ValueError, KeyError, TypeError, JobStateError, JobNotFoundError) as exc:
+        log.warning("worker %s sent a frame that was refused: %s", worker_id, exc)
+    except UnknownWorkerError:
+        log.warning("worker %s is not registered; its frame was ignored", worker_id)

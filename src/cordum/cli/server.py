@@ -1,0 +1,91 @@
+"""``cordum up``: the whole embedded control plane in one process."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from pathlib import Path
+
+import typer
+import uvicorn
+
+from cordum.cli import render
+from cordum.cli.output import EXIT_FAILED, EXIT_USAGE, console, err_console
+from cordum.config import Settings, SettingsError
+from cordum.policy import PolicyLoadError
+from cordum.ports.sqlite_store import StoreLockedError
+from cordum.wiring import ControlPlane, load_policy
+
+
+def up(
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    port: int = typer.Option(8081, "--port", help="HTTP port of the API."),
+    data_dir: Path = typer.Option(
+        Path(".cordum"), "--data-dir", help="Where the SQLite store lives (created if missing)."
+    ),
+    policy: Path | None = typer.Option(
+        None, "--policy", help="A policy file or bundle directory (default: the demo pack's)."
+    ),
+    no_demo: bool = typer.Option(False, "--no-demo", help="Do not start the demo pack workers."),
+) -> None:
+    """Start the embedded control plane: API, gates, scheduler, workers, one SQLite file."""
+    try:
+        settings = Settings.load(
+            host=host, port=port, data_dir=data_dir, policy=policy, demo=not no_demo
+        )
+    except SettingsError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    try:
+        active_policy = load_policy(settings)
+    except PolicyLoadError as exc:
+        render.issues(exc.issues, "The policy cannot be loaded; nothing was started.")
+        raise typer.Exit(EXIT_USAGE) from None
+    _check_port_free(settings.host, settings.port)
+    try:
+        plane = ControlPlane(settings, policy=active_policy)
+    except StoreLockedError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(EXIT_FAILED) from None
+    from cordum.api import create_app  # noqa: PLC0415 - keeps `cordum policy` start-up light
+
+    async def start_demo(started: ControlPlane) -> None:
+        if settings.demo:
+            from cordum.demo.workers import build_demo_worker
+
+            await started.add_worker(build_demo_worker())
+
+    app = create_app(plane, on_start=start_demo)
+    url = f"http://{settings.host}:{settings.port}"
+    console.print(
+        f"[bold]Cordum[/] is up on [cyan]{url}[/]  (API docs: {url}/docs)\n"
+        f"  store:  {settings.store_path}\n"
+        f"  policy: {settings.policy or 'demo pack'}  snapshot {active_policy.snapshot_id}\n"
+        f"  demo workers: {'on (job.demo.*)' if settings.demo else 'off'}"
+        f"   fail mode: {settings.fail_mode.value}\n"
+        "Try [bold]cordum demo[/] in another terminal. Ctrl+C stops."
+    )
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        ws_max_size=settings.max_body_bytes,
+    )
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            why = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be used: {exc}"
+            err_console.print(
+                f"[bold red]error:[/] {host}:{port} {why}; stop the other process or pass"
+                " --port"
+            )
+            raise typer.Exit(EXIT_FAILED) from None

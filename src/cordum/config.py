@@ -1,0 +1,126 @@
+"""Settings of a control plane: every runtime default of reference section 4, configurable.
+
+Values come from keyword arguments (the CLI's flags) over environment variables
+(``CORDUM_*``; ``POLICY_CHECK_FAIL_MODE`` is also read under the original's name) over
+the defaults below. A bad value is a :class:`SettingsError` naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from cordum.services.safety import FailMode
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the wiring needs to build and run a control plane."""
+
+    host: str = "127.0.0.1"
+    port: int = 8081
+    data_dir: Path = Path(".cordum")
+    policy: Path | None = None
+    demo: bool = True
+    fail_mode: FailMode = FailMode.CLOSED
+    gate_a_timeout_s: float = 5.0
+    gate_b_timeout_s: float = 2.0
+    breaker_failures: int = 3
+    breaker_open_s: float = 30.0
+    breaker_probes: int = 3
+    breaker_successes: int = 2
+    max_scheduling_attempts: int = 50
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 30.0
+    throttle_requeue_s: float = 5.0
+    dispatch_timeout_s: float = 300.0
+    running_timeout_s: float = 900.0
+    reconcile_interval_s: float = 30.0
+    heartbeat_interval_s: float = 5.0
+    worker_lost_after_s: float = 30.0
+    default_max_retries: int = 0
+    max_body_bytes: int = 1_048_576
+    max_labels: int = 128
+    max_wait_s: float = 60.0
+    pool_queue_limit: int = 100_000
+    pools: Mapping[str, str] = field(default_factory=dict)
+    durable_writes: bool = False
+
+    @property
+    def store_path(self) -> Path:
+        """The SQLite file under the data directory."""
+        return self.data_dir / "cordum.db"
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``CORDUM_<NAME>`` variables, then ``overrides`` (None = not given)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            names = [f"CORDUM_{spec.name.upper()}"]
+            if spec.name == "fail_mode":
+                names.append("POLICY_CHECK_FAIL_MODE")
+            for name in names:
+                if env.get(name, "") != "":
+                    values[spec.name] = _parse(name, env[name], spec.type)
+                    break
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = replace(cls(), **values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Refuse values that would make the control plane misbehave."""
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+                raise SettingsError(f"{spec.name} must not be negative (got {value})")
+        if not 0 < self.port < 65536:
+            raise SettingsError(f"port must be between 1 and 65535 (got {self.port})")
+
+
+def _parse(name: str, text: str, kind: Any) -> Any:
+    kind = str(kind)
+    try:
+        if "FailMode" in kind:
+            return FailMode(text.strip().lower())
+        if "bool" in kind:
+            return _parse_bool(text)
+        if kind.startswith("int"):
+            return int(text)
+        if kind.startswith("float"):
+            return float(text)
+        if "Mapping" in kind:
+            return _parse_pools(text)
+        if "Path" in kind:
+            return Path(text)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={text!r}: {exc}") from None
+    return text
+
+
+def _parse_bool(text: str) -> bool:
+    folded = text.strip().lower()
+    if folded in ("1", "true", "yes", "on"):
+        return True
+    if folded in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _parse_pools(text: str) -> dict[str, str]:
+    """``job.k8s.>=k8s,job.db.*=db``: topic pattern = pool, comma separated."""
+    pools: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        pattern, sep, pool = item.partition("=")
+        if not sep or not pattern.strip() or not pool.strip():
+            raise ValueError(f"expected TOPIC_PATTERN=POOL, got {item!r}")
+        pools[pattern.strip()] = pool.strip()
+    return pools

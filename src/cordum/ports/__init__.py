@@ -1,0 +1,30 @@
+"""The ports the services depend on (Store, Bus) and the adapters that implement them.
+
+Services import the protocols from here; only :mod:`cordum.wiring` picks an adapter.
+"""
+
+from cordum.ports.bus import Bus, BusHandler, Message, Subscription, subject_matches
+from cordum.ports.store import (
+    ConflictError,
+    CreateOutcome,
+    JobFilter,
+    JobNotFoundError,
+    JobPage,
+    Store,
+    TransitionOutcome,
+)
+
+__all__ = [
+    "Bus",
+    "BusHandler",
+    "ConflictError",
+    "CreateOutcome",
+    "JobFilter",
+    "JobNotFoundError",
+    "JobPage",
+    "Message",
+    "Store",
+    "Subscription",
+    "TransitionOutcome",
+    "subject_matches",
+]

@@ -1,0 +1,232 @@
+"""Worker connections: how dispatched jobs reach a worker, in-process or over the network.
+
+Every worker, wherever it runs, gets its jobs the same way: the scheduler publishes to
+``worker.<id>.jobs``, a :class:`Connection` subscribed there queues the assignment, and
+the worker's transport (in-process call, HTTP long-poll, WebSocket) takes it from the
+queue, claiming it (RUNNING) just before handing it over. Cancels arrive the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from cordum.models.pipeline import JobAssignment, JobError
+from cordum.ports import Bus, Message, Subscription
+from cordum.services import subjects
+from cordum.services.execution import Execution, JobStateError
+from cordum.services.workers import WorkerService
+
+log = logging.getLogger(__name__)
+
+Item = JobAssignment | str
+"""A job to run, or the id of a job to cancel."""
+
+
+class Connection:
+    """The inbox of one connected worker."""
+
+    def __init__(self, worker_id: str, execution: Execution) -> None:
+        self.worker_id = worker_id
+        self.execution = execution
+        self.inbox: asyncio.Queue[JobAssignment | str] = asyncio.Queue()
+        self.subscription: Subscription | None = None
+
+    async def on_job(self, message: Message) -> None:
+        """A dispatched assignment arrived from the bus."""
+        self.inbox.put_nowait(JobAssignment.model_validate(message.data))
+
+    async def take(self, max_jobs: int, wait_s: float) -> list[Item]:
+        """Up to ``max_jobs`` claimed assignments (plus any cancels), waiting up to ``wait_s``."""
+        items: list[Item] = []
+        jobs = 0
+        deadline = asyncio.get_running_loop().time() + max(0.0, wait_s)
+        while jobs < max_jobs:
+            if self.inbox.empty():
+                if items:
+                    break
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self.inbox.get(), remaining)
+                except TimeoutError:
+                    break
+            else:
+                item = self.inbox.get_nowait()
+            if isinstance(item, str):
+                items.append(item)
+                continue
+            claimed = await self.execution.claim(self.worker_id, item.job_id)
+            if claimed is not None:
+                items.append(claimed)
+                jobs += 1
+        return items
+
+    def pending_cancels(self) -> list[str]:
+        """Cancels waiting in the inbox (answered on a heartbeat), leaving jobs in place."""
+        keep: list[JobAssignment | str] = []
+        cancels: list[str] = []
+        while not self.inbox.empty():
+            item = self.inbox.get_nowait()
+            if isinstance(item, str):
+                cancels.append(item)
+            else:
+                keep.append(item)
+        for item in keep:
+            self.inbox.put_nowait(item)
+        return cancels
+
+    def unclaimed(self) -> list[str]:
+        """Job ids dispatched to this worker but never taken."""
+        ids: list[str] = []
+        while not self.inbox.empty():
+            item = self.inbox.get_nowait()
+            if not isinstance(item, str):
+                ids.append(item.job_id)
+        return ids
+
+
+class WorkerConnections:
+    """Every worker connected to this process, and the bus subscriptions that feed them."""
+
+    def __init__(self, bus: Bus, execution: Execution, workers: WorkerService) -> None:
+        self.bus = bus
+        self.execution = execution
+        self.workers = workers
+        self.connections: dict[str, Connection] = {}
+        self._cancel_sub: Subscription | None = None
+
+    async def start(self) -> None:
+        """Listen for cancels."""
+        self._cancel_sub = await self.bus.subscribe(subjects.CANCEL, self._on_cancel)
+
+    async def stop(self) -> None:
+        """Drop every connection (their unclaimed jobs are re-driven by the reconciler)."""
+        for worker_id in list(self.connections):
+            await self.disconnect(worker_id, requeue=False)
+        if self._cancel_sub is not None:
+            await self._cancel_sub.unsubscribe()
+            self._cancel_sub = None
+
+    async def connect(self, worker_id: str) -> Connection:
+        """The connection of ``worker_id``, subscribing it to its direct subject if new."""
+        connection = self.connections.get(worker_id)
+        if connection is None:
+            connection = Connection(worker_id, self.execution)
+            connection.subscription = await self.bus.subscribe(
+                subjects.worker_jobs(worker_id), connection.on_job
+            )
+            self.connections[worker_id] = connection
+        return connection
+
+    async def disconnect(self, worker_id: str, *, requeue: bool = True) -> None:
+        """Forget a connection; jobs it never took go back to PENDING."""
+        connection = self.connections.pop(worker_id, None)
+        if connection is None:
+            return
+        if connection.subscription is not None:
+            await connection.subscription.unsubscribe()
+        if not requeue:
+            return
+        for job_id in connection.unclaimed():
+            with contextlib.suppress(Exception):
+                await self.execution.requeue(job_id, reason=f"worker {worker_id} left")
+                await self.bus.publish(
+                    subjects.FINISHED, {"job_id": job_id, "worker_id": worker_id}
+                )
+
+    async def _on_cancel(self, message: Message) -> None:
+        connection = self.connections.get(str(message.data.get("worker_id")))
+        if connection is not None:
+            connection.inbox.put_nowait(str(message.data["job_id"]))
+
+
+class InProcessLink:
+    """The SDK's WorkerLink for a worker running inside the control plane's process."""
+
+    def __init__(self, connections: WorkerConnections) -> None:
+        self.connections = connections
+        self._worker_id: str | None = None
+
+    async def register(
+        self,
+        worker_id: str | None,
+        pool: str,
+        topics: list[str],
+        capacity: int,
+        labels: dict[str, str],
+    ) -> str:
+        """Register and connect."""
+        record = await self.connections.workers.register(
+            pool=pool,
+            topics=topics,
+            capacity=capacity,
+            transport="inprocess",
+            worker_id=worker_id,
+            labels=labels,
+        )
+        await self.connections.connect(record.worker_id)
+        self._worker_id = record.worker_id
+        return record.worker_id
+
+    async def receive(self, max_jobs: int, wait_s: float) -> list[Item]:
+        """Claimed assignments and cancels for the single worker of this link."""
+        connection = self.connections.connections.get(self._worker_id or "")
+        if connection is None:
+            raise RuntimeError("receive() before register()")
+        return await connection.take(max_jobs, wait_s)
+
+    async def heartbeat(self, worker_id: str, active_jobs: int) -> list[str]:
+        """Refresh liveness."""
+        await self.connections.workers.heartbeat(worker_id, active_jobs)
+        return []
+
+    async def progress(
+        self,
+        worker_id: str,
+        job_id: str,
+        message: str | None,
+        percent: float | None,
+        data: dict[str, Any],
+    ) -> bool:
+        """Store progress; False when the job is no longer running."""
+        report = {"message": message, "percent": percent, "data": data}
+        try:
+            await self.connections.execution.progress(worker_id, job_id, report)
+        except JobStateError:
+            return False
+        return True
+
+    async def result(
+        self,
+        worker_id: str,
+        job_id: str,
+        status: str,
+        result: Any,
+        error: dict[str, str] | None,
+        retryable: bool,
+    ) -> None:
+        """Record the outcome."""
+        await self.connections.execution.complete(
+            worker_id,
+            job_id,
+            succeeded=status == "succeeded",
+            result=result,
+            error=None if error is None else JobError.model_validate(error),
+            retryable=retryable,
+        )
+
+    async def drain(self, worker_id: str) -> None:
+        """Stop dispatches to this worker."""
+        await self.connections.workers.drain(worker_id)
+
+    async def deregister(self, worker_id: str) -> None:
+        """Leave."""
+        await self.connections.disconnect(worker_id)
+        await self.connections.workers.deregister(worker_id)
+
+    async def close(self) -> None:
+        """Nothing to close in-process."""

@@ -1,0 +1,461 @@
+"""The scheduler: gate B, routing, slots, deferrals, and the timers that drive them.
+
+For each PENDING job: find its pool, reserve a slot on the least-loaded live worker,
+ask the kernel again (gate B, invariant 3), and only on ALLOW record SCHEDULED and
+DISPATCHED and publish the assignment to ``worker.<id>.jobs``. Anything that prevents a
+dispatch now (no workers, kernel unavailable in fail-closed mode, throttle, tenant limit)
+defers the job with backoff; after ``max_scheduling_attempts`` it fails to the DLQ. Jobs
+waiting only for a free slot wait in a per-pool queue, woken when a slot frees.
+
+All of this is driven by bus notices, but none depends on them: the reconciler re-drives
+every job from the store (invariant 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+from cordum.models import Decision, DecisionRecord, Priority
+from cordum.models.pipeline import (
+    DecisionEntry,
+    DLQEntry,
+    DLQReason,
+    Gate,
+    JobError,
+    JobRecord,
+    WorkerRecord,
+)
+from cordum.models.state import JobState
+from cordum.policy import InvalidJobError
+from cordum.ports import Bus, ConflictError, Message, Store, Subscription
+from cordum.services import subjects
+from cordum.services.execution import Execution, assignment_of, backoff
+from cordum.services.metrics import Metrics
+from cordum.services.safety import SafetyClient, SafetyUnavailableError
+from cordum.services.submission import decision_entry
+from cordum.services.workers import LiveWorker, WorkerDirectory
+
+log = logging.getLogger(__name__)
+
+PRIORITY_RANK = {Priority.CRITICAL: 0, Priority.INTERACTIVE: 1, None: 1, Priority.BATCH: 2}
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """The scheduler's knobs (reference section 4)."""
+
+    max_scheduling_attempts: int = 50
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 30.0
+    throttle_requeue_s: float = 5.0
+    pool_queue_limit: int = 100_000
+
+
+class Scheduler:
+    """Moves PENDING jobs to workers, through gate B."""
+
+    def __init__(
+        self,
+        store: Store,
+        bus: Bus,
+        gate_b: SafetyClient,
+        execution: Execution,
+        directory: WorkerDirectory,
+        metrics: Metrics,
+        settings: SchedulerSettings,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.gate_b = gate_b
+        self.execution = execution
+        self.directory = directory
+        self.metrics = metrics
+        self.settings = settings
+        self._busy: set[str] = set()
+        self._waiting: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
+        self._waiting_ids: set[str] = set()
+        self._order = itertools.count()
+        self._timers: list[tuple[float, int, str, str]] = []
+        self._timer_wake = asyncio.Event()
+        self._tenant_active: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self._subscriptions: list[Subscription] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Subscribe to the bus and start the timer loop."""
+        for subject, handler in (
+            (subjects.SUBMIT, self._on_submit),
+            (subjects.FINISHED, self._on_finished),
+        ):
+            self._subscriptions.append(
+                await self.bus.subscribe(subject, handler, queue=subjects.SCHEDULER_QUEUE)
+            )
+        self._subscriptions.append(await self.bus.subscribe(subjects.HEARTBEAT, self._on_worker))
+        self._tasks.append(asyncio.create_task(self._timer_loop(), name="scheduler-timers"))
+
+    async def stop(self) -> None:
+        """Stop timers and subscriptions (jobs stay in the store for the next start)."""
+        for sub in self._subscriptions:
+            await sub.unsubscribe()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._subscriptions.clear()
+        self._tasks.clear()
+
+    def track_running(self, job: JobRecord) -> None:
+        """Count a job already on a worker (found at start-up) against its slots."""
+        if job.worker_id is None:
+            return
+        worker = self.directory.workers.get(job.worker_id)
+        if worker is not None:
+            self.directory.reserve(worker, job.id)
+        self._tenant_active[(job.tenant_id, job.topic)].add(job.id)
+        self._arm_runtime(job)
+
+    # --- bus handlers ---------------------------------------------------------------------
+
+    async def _on_submit(self, message: Message) -> None:
+        await self.schedule(str(message.data["job_id"]))
+
+    async def _on_finished(self, message: Message) -> None:
+        job_id = str(message.data["job_id"])
+        worker = self.directory.release(job_id)
+        for active in self._tenant_active.values():
+            active.discard(job_id)
+        if worker is not None:
+            await self._wake_pool(worker.record.pool)
+
+    async def _on_worker(self, message: Message) -> None:
+        record = WorkerRecord.model_validate(message.data["worker"])
+        event = str(message.data["event"])
+        self.directory.apply(event, record)
+        if event in ("register", "heartbeat"):
+            await self._wake_pool(record.pool)
+
+    # --- scheduling -----------------------------------------------------------------------
+
+    async def schedule(self, job_id: str) -> None:
+        """Try to dispatch one job now (safe to call any number of times)."""
+        if job_id in self._busy:
+            return
+        self._busy.add(job_id)
+        try:
+            await self._schedule(job_id)
+        except Exception:
+            log.exception("scheduling job %s failed; the reconciler will retry it", job_id)
+        finally:
+            self._busy.discard(job_id)
+
+    async def _schedule(self, job_id: str) -> None:
+        job = await self.store.get_job(job_id)
+        if job is None or job.state is not JobState.PENDING:
+            return
+        now = time.time()
+        if job.deadline_at is not None and now >= job.deadline_at:
+            await self.execution.time_out(job, "the job's deadline passed before it could run")
+            return
+        if job.next_attempt_at is not None and job.next_attempt_at > now:
+            self._arm(job.next_attempt_at, "schedule", job_id)
+            return
+        pool = self.directory.pool_for(job.topic)
+        if pool is None or not self.directory.candidates(pool, job.topic):
+            # the bus notice of a new worker may not have arrived yet: ask the store
+            await self._refresh_directory()
+            pool = self.directory.pool_for(job.topic)
+        if pool is None:
+            message = (
+                f"no pool serves topic {job.topic!r}: start a worker that handles it, or map"
+                " the topic to a pool (CORDUM_POOLS), then retry the job from the DLQ"
+            )
+            await self.execution.fail(job, DLQReason.NO_POOL_MAPPING, message)
+            return
+        if not self.directory.candidates(pool, job.topic):
+            await self._defer(job, DLQReason.NO_WORKERS, f"no live worker in pool {pool!r}")
+            return
+        limit = _budget(job, "max_concurrent_jobs")
+        active = self._tenant_active[(job.tenant_id, job.topic)]
+        if limit is not None and len(active) >= limit:
+            await self._defer(
+                job,
+                DLQReason.TENANT_LIMIT,
+                f"tenant {job.tenant_id} already runs {len(active)} of at most {limit}"
+                f" {job.topic} jobs",
+            )
+            return
+        worker = self.directory.pick(pool, job.topic)
+        if worker is None:
+            await self._park(pool, job)
+            return
+        await self._gate_and_dispatch(job, worker)
+
+    async def _refresh_directory(self) -> None:
+        for record in await self.store.list_workers():
+            known = self.directory.workers.get(record.worker_id)
+            if known is None or known.record.last_heartbeat < record.last_heartbeat:
+                self.directory.apply("heartbeat", record)
+
+    async def _gate_and_dispatch(self, job: JobRecord, worker: LiveWorker) -> None:
+        self.directory.reserve(worker, job.id)
+        dispatched = False
+        try:
+            dispatched = await self._decide_and_dispatch(job, worker)
+        finally:
+            if not dispatched:
+                self.directory.release(job.id)
+
+    async def _decide_and_dispatch(self, job: JobRecord, worker: LiveWorker) -> bool:
+        try:
+            verdict = await self.gate_b.check(job.spec)
+        except SafetyUnavailableError as exc:
+            await self._defer(job, DLQReason.SAFETY_UNKNOWN, str(exc))
+            return False
+        except InvalidJobError as exc:
+            await self.execution.fail(job, DLQReason.SAFETY_UNKNOWN, f"gate B: {exc}")
+            return False
+        record = verdict.record
+        now = time.time()
+        entry = decision_entry(job.id, Gate.DISPATCH, record, verdict.bypassed, now)
+        approved = job.approval is not None and job.approval.approved
+        if record.decision is Decision.DENY:
+            await self._deny(job, record.reason, entry)
+            return False
+        if record.decision is Decision.THROTTLE:
+            delay = record.retry_after_seconds or self.settings.throttle_requeue_s
+            await self._defer(job, "throttled", record.reason, delay=delay, decision=entry)
+            return False
+        if record.decision is Decision.REQUIRE_APPROVAL and not approved:
+            await self.store.transition(
+                job.id,
+                JobState.APPROVAL_REQUIRED,
+                expect={JobState.PENDING},
+                changes=_safety_changes(record, job, verdict.bypassed),
+                reason=record.reason,
+                decision=entry,
+            )
+            return False
+        changes = _safety_changes(record, job, verdict.bypassed)
+        changes.update(next_attempt_at=None, waiting_reason=None)
+        scheduled = await self.store.transition(
+            job.id,
+            JobState.SCHEDULED,
+            expect={JobState.PENDING},
+            changes=changes,
+            reason=f"gate B: {record.decision.value}",
+            decision=entry,
+        )
+        if not scheduled.changed:
+            return False
+        worker_id = worker.record.worker_id
+        dispatched = await self.store.transition(
+            job.id,
+            JobState.DISPATCHED,
+            expect={JobState.SCHEDULED},
+            changes={
+                "worker_id": worker_id,
+                "pool": worker.record.pool,
+                "attempts": job.attempts + 1,
+                "dispatched_at": now,
+            },
+            reason=f"dispatched to worker {worker_id}",
+        )
+        self._tenant_active[(job.tenant_id, job.topic)].add(job.id)
+        try:
+            await self.bus.publish(
+                subjects.worker_jobs(worker_id),
+                assignment_of(dispatched.job).model_dump(mode="json"),
+            )
+        except Exception as exc:
+            log.warning("dispatch of %s to %s failed: %s", job.id, worker_id, exc)
+            self._tenant_active[(job.tenant_id, job.topic)].discard(job.id)
+            await self.execution.requeue(job.id, reason=f"dispatch failed: {exc}", delay_attempt=1)
+            return False
+        self.metrics.dispatches.inc()
+        self._arm_runtime(dispatched.job)
+        return True
+
+    async def _deny(self, job: JobRecord, reason: str, entry: DecisionEntry) -> None:
+        message = f"denied at dispatch (gate B): {reason}"
+        await self.store.transition(
+            job.id,
+            JobState.DENIED,
+            expect={JobState.PENDING},
+            changes={
+                **_safety_changes_from_entry(entry),
+                "error": JobError(code="policy_denied", message=reason),
+            },
+            reason=message,
+            decision=entry,
+            dlq=DLQEntry(
+                job_id=job.id,
+                tenant_id=job.tenant_id,
+                topic=job.topic,
+                reason_code=DLQReason.SAFETY_DENIED,
+                message=message,
+                attempts=job.attempts,
+                at=time.time(),
+            ),
+        )
+        self.metrics.finished.labels(JobState.DENIED.value).inc()
+
+    async def _defer(
+        self,
+        job: JobRecord,
+        cause: str,
+        detail: str,
+        *,
+        delay: float | None = None,
+        decision: DecisionEntry | None = None,
+    ) -> None:
+        attempts = job.scheduling_attempts + 1
+        if attempts >= self.settings.max_scheduling_attempts:
+            await self.execution.fail(
+                job,
+                DLQReason.MAX_SCHEDULING_RETRIES,
+                f"gave up after {attempts} scheduling attempts; last cause: {cause} ({detail})",
+            )
+            return
+        if delay is None:
+            delay = backoff(attempts - 1, self.settings.backoff_base_s, self.settings.backoff_max_s)
+        due = time.time() + delay
+        try:
+            await self.store.update_job(
+                job.id,
+                expect={JobState.PENDING},
+                changes={
+                    "scheduling_attempts": attempts,
+                    "next_attempt_at": due,
+                    "waiting_reason": f"{cause}: {detail}",
+                },
+                decision=decision,
+            )
+        except ConflictError:
+            return
+        self.metrics.deferrals.labels(str(cause)).inc()
+        self._arm(due, "schedule", job.id)
+
+    async def _park(self, pool: str, job: JobRecord) -> None:
+        if job.id in self._waiting_ids:
+            return
+        queue = self._waiting[pool]
+        if len(queue) >= self.settings.pool_queue_limit:
+            await self.execution.fail(
+                job,
+                DLQReason.POOL_OVERLOADED,
+                f"pool {pool!r} already has {len(queue)} jobs waiting for a free worker",
+            )
+            return
+        rank = PRIORITY_RANK.get(job.spec.priority, 1)
+        heapq.heappush(queue, (rank, next(self._order), job.id))
+        self._waiting_ids.add(job.id)
+
+    async def _wake_pool(self, pool: str) -> None:
+        queue = self._waiting.get(pool)
+        while queue:
+            _, _, job_id = queue[0]
+            job = await self.store.get_job(job_id)
+            if job is None or job.state is not JobState.PENDING:
+                heapq.heappop(queue)
+                self._waiting_ids.discard(job_id)
+                continue
+            if self.directory.pick(pool, job.topic) is None:
+                return
+            heapq.heappop(queue)
+            self._waiting_ids.discard(job_id)
+            await self.schedule(job_id)
+
+    # --- timers ---------------------------------------------------------------------------
+
+    def _arm(self, due: float, kind: str, job_id: str) -> None:
+        heapq.heappush(self._timers, (due, next(self._order), kind, job_id))
+        self._timer_wake.set()
+
+    def _arm_runtime(self, job: JobRecord) -> None:
+        limit_ms = _budget(job, "max_runtime_ms")
+        if limit_ms is not None and job.dispatched_at is not None:
+            self._arm(job.dispatched_at + limit_ms / 1000, "runtime", job.id)
+
+    async def _timer_loop(self) -> None:
+        while True:
+            if not self._timers:
+                await self._timer_wake.wait()
+                self._timer_wake.clear()
+                continue
+            due, _, kind, job_id = self._timers[0]
+            delay = due - time.time()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._timer_wake.wait(), delay)
+                self._timer_wake.clear()
+                continue
+            heapq.heappop(self._timers)
+            try:
+                await self._fire(kind, job_id)
+            except Exception:
+                log.exception("timer %s for job %s failed", kind, job_id)
+
+    async def _fire(self, kind: str, job_id: str) -> None:
+        if kind == "schedule":
+            await self.schedule(job_id)
+            return
+        job = await self.store.get_job(job_id)
+        if job is None or job.state not in (JobState.DISPATCHED, JobState.RUNNING):
+            return
+        limit_ms = _budget(job, "max_runtime_ms")
+        if limit_ms is None or job.dispatched_at is None:
+            return
+        if time.time() >= job.dispatched_at + limit_ms / 1000:
+            await self.execution.time_out(
+                job, f"the job ran longer than its max_runtime_ms of {limit_ms} ms"
+            )
+
+    def waiting_count(self) -> int:
+        """Jobs parked for a free slot."""
+        return len(self._waiting_ids)
+
+    def is_tracked(self, job_id: str) -> bool:
+        """Whether the scheduler already holds the job (scheduling, parked or timed)."""
+        return job_id in self._busy or job_id in self._waiting_ids
+
+    def timers_for(self) -> set[str]:
+        """Job ids with an armed schedule timer."""
+        return {job_id for _, _, kind, job_id in self._timers if kind == "schedule"}
+
+
+def _budget(job: JobRecord, name: str) -> int | None:
+    budgets = job.constraints.get("budgets") or {}
+    value = budgets.get(name)
+    return value if isinstance(value, int) else None
+
+
+def _safety_changes(record: DecisionRecord, job: JobRecord, bypassed: bool) -> dict[str, object]:
+    labels = dict(job.labels)
+    if bypassed:
+        labels["safety_bypassed"] = "true"
+    return {
+        "safety_decision": record.decision,
+        "safety_reason": record.reason,
+        "safety_rule_id": record.rule_id,
+        "safety_snapshot": record.policy_snapshot,
+        "constraints": record.constraints.to_dict(),
+        "labels": labels,
+    }
+
+
+def _safety_changes_from_entry(entry: DecisionEntry) -> dict[str, object]:
+    return {
+        "safety_decision": entry.decision,
+        "safety_reason": entry.reason,
+        "safety_rule_id": entry.rule_id,
+        "safety_snapshot": entry.policy_snapshot,
+    }

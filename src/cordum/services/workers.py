@@ -1,0 +1,214 @@
+"""Workers: registration and heartbeats (WorkerService), and the scheduler's live view.
+
+The store keeps every registration; the bus carries ``sys.heartbeat`` notices so each
+scheduler's :class:`WorkerDirectory` sees workers join, beat, drain and leave. A worker
+is live while its last heartbeat is younger than ``lost_after`` seconds.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from cordum.models.pipeline import WorkerRecord
+from cordum.models.subjects import subject_matches, valid_subject
+from cordum.ports import Bus, Store
+from cordum.services import subjects
+
+
+class UnknownWorkerError(LookupError):
+    """The worker is not registered (any more); it should register again."""
+
+    def __init__(self, worker_id: str) -> None:
+        super().__init__(f"worker {worker_id!r} is not registered; register it again")
+        self.worker_id = worker_id
+
+
+class InvalidWorkerError(ValueError):
+    """A registration that cannot be accepted (bad id, pool or topic pattern)."""
+
+
+class WorkerService:
+    """What workers (in-process or remote) call to join, beat and leave."""
+
+    def __init__(self, store: Store, bus: Bus, *, lost_after: float) -> None:
+        self.store = store
+        self.bus = bus
+        self.lost_after = lost_after
+
+    async def register(
+        self,
+        *,
+        pool: str,
+        topics: list[str],
+        capacity: int,
+        transport: str,
+        worker_id: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> WorkerRecord:
+        """Register (or re-register) a worker; returns its record with its id."""
+        worker_id = worker_id or f"w-{uuid.uuid4().hex[:12]}"
+        if not subjects.WORKER_ID.match(worker_id):
+            raise InvalidWorkerError(
+                f"worker_id {worker_id!r}: use 1-128 letters, digits, '-' or '_'"
+            )
+        if not pool.strip():
+            raise InvalidWorkerError("pool must not be empty")
+        if not topics:
+            raise InvalidWorkerError("a worker needs at least one topic pattern")
+        for topic in topics:
+            if not valid_subject(topic, pattern=True):
+                raise InvalidWorkerError(
+                    f"topic pattern {topic!r}: dot-separated tokens, '*' for one token,"
+                    " a final '>' for the rest"
+                )
+        if capacity < 1:
+            raise InvalidWorkerError("capacity must be at least 1")
+        now = time.time()
+        record = WorkerRecord(
+            worker_id=worker_id,
+            pool=pool,
+            topics=tuple(topics),
+            capacity=capacity,
+            transport=transport,
+            labels=dict(labels or {}),
+            registered_at=now,
+            last_heartbeat=now,
+        )
+        await self.store.upsert_worker(record)
+        await self._announce(record, "register")
+        return record
+
+    async def heartbeat(self, worker_id: str, active_jobs: int) -> WorkerRecord:
+        """Record that a worker is alive; raises :class:`UnknownWorkerError`."""
+        record = await self._known(worker_id)
+        record = record.model_copy(
+            update={"last_heartbeat": time.time(), "active_jobs": max(0, active_jobs)}
+        )
+        await self.store.upsert_worker(record)
+        await self._announce(record, "heartbeat")
+        return record
+
+    async def drain(self, worker_id: str) -> None:
+        """Stop dispatching to a worker; its running jobs finish."""
+        record = await self._known(worker_id)
+        await self._announce(record, "drain")
+
+    async def deregister(self, worker_id: str) -> None:
+        """Forget a worker (after a drain, or when it shuts down)."""
+        record = await self._known(worker_id)
+        await self.store.remove_worker(worker_id)
+        await self._announce(record, "leave")
+
+    async def _known(self, worker_id: str) -> WorkerRecord:
+        for record in await self.store.list_workers():
+            if record.worker_id == worker_id:
+                return record
+        raise UnknownWorkerError(worker_id)
+
+    async def _announce(self, record: WorkerRecord, event: str) -> None:
+        await self.bus.publish(
+            subjects.HEARTBEAT, {"event": event, "worker": record.model_dump(mode="json")}
+        )
+
+
+@dataclass
+class LiveWorker:
+    """The scheduler's view of one worker."""
+
+    record: WorkerRecord
+    active: set[str] = field(default_factory=set)
+    draining: bool = False
+
+    @property
+    def free_slots(self) -> int:
+        """How many more jobs it may take now."""
+        return self.record.capacity - len(self.active)
+
+
+class WorkerDirectory:
+    """Live workers, their load, and which pool serves a topic."""
+
+    def __init__(self, *, lost_after: float, static_pools: Mapping[str, str]) -> None:
+        self.lost_after = lost_after
+        self.static_pools = dict(static_pools)
+        self.workers: dict[str, LiveWorker] = {}
+        self._slot_of: dict[str, str] = {}
+
+    def apply(self, event: str, record: WorkerRecord) -> None:
+        """Take in a ``sys.heartbeat`` notice."""
+        if event == "leave":
+            self.workers.pop(record.worker_id, None)
+            return
+        live = self.workers.get(record.worker_id)
+        if live is None:
+            live = self.workers[record.worker_id] = LiveWorker(record)
+        else:
+            live.record = record
+        if event == "drain":
+            live.draining = True
+        elif event == "register":
+            live.draining = False
+
+    def is_live(self, worker: LiveWorker, now: float | None = None) -> bool:
+        """Heartbeat recent enough."""
+        now = time.time() if now is None else now
+        return now - worker.record.last_heartbeat <= self.lost_after
+
+    def pool_for(self, topic: str) -> str | None:
+        """The pool that serves ``topic``: configured mapping first, then workers' topics."""
+        for pattern, pool in self.static_pools.items():
+            if subject_matches(pattern, topic):
+                return pool
+        for live in self.workers.values():
+            if any(subject_matches(p, topic) for p in live.record.topics):
+                return live.record.pool
+        return None
+
+    def candidates(self, pool: str, topic: str) -> list[LiveWorker]:
+        """Live, non-draining workers of ``pool`` that handle ``topic``."""
+        now = time.time()
+        return [
+            w
+            for w in self.workers.values()
+            if w.record.pool == pool
+            and not w.draining
+            and self.is_live(w, now)
+            and any(subject_matches(p, topic) for p in w.record.topics)
+        ]
+
+    def pick(self, pool: str, topic: str) -> LiveWorker | None:
+        """The least-loaded candidate with a free slot, or None."""
+        best: LiveWorker | None = None
+        best_load = 2.0
+        for worker in self.candidates(pool, topic):
+            if worker.free_slots <= 0:
+                continue
+            load = len(worker.active) / worker.record.capacity
+            if load < best_load:
+                best, best_load = worker, load
+        return best
+
+    def reserve(self, worker: LiveWorker, job_id: str) -> None:
+        """Count ``job_id`` against ``worker``'s slots."""
+        worker.active.add(job_id)
+        self._slot_of[job_id] = worker.record.worker_id
+
+    def release(self, job_id: str) -> LiveWorker | None:
+        """Free the slot ``job_id`` held; returns the worker it was on, if known."""
+        worker_id = self._slot_of.pop(job_id, None)
+        worker = self.workers.get(worker_id) if worker_id else None
+        if worker is not None:
+            worker.active.discard(job_id)
+        return worker
+
+    def holder_of(self, job_id: str) -> str | None:
+        """The worker a job's slot is on."""
+        return self._slot_of.get(job_id)
+
+    def lost(self, now: float | None = None) -> list[LiveWorker]:
+        """Workers whose heartbeat is too old."""
+        now = time.time() if now is None else now
+        return [w for w in self.workers.values() if not self.is_live(w, now)]

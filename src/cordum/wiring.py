@@ -1,0 +1,177 @@
+"""Builds a running control plane from Settings: picks adapters, connects the services.
+
+This is the only module that names adapters. Embedded mode: SQLite store under the data
+directory, in-process bus, in-process kernel, in-process demo workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from cordum.config import Settings
+from cordum.policy import Policy, load, load_text
+from cordum.ports import Bus, Store
+from cordum.ports.memory_bus import MemoryBus
+from cordum.ports.sqlite_store import SqliteStore
+from cordum.services.approvals import Approvals
+from cordum.services.breaker import CircuitBreaker
+from cordum.services.connections import InProcessLink, WorkerConnections
+from cordum.services.execution import Execution
+from cordum.services.kernel import Kernel, LocalKernel, PolicyHolder
+from cordum.services.metrics import Metrics
+from cordum.services.reconciler import Reconciler
+from cordum.services.safety import SafetyClient
+from cordum.services.scheduler import Scheduler, SchedulerSettings
+from cordum.services.submission import Submitter
+from cordum.services.workers import WorkerDirectory, WorkerService
+
+if TYPE_CHECKING:
+    from cordum.sdk import Worker
+
+log = logging.getLogger(__name__)
+
+DENY_ALL_POLICY = """\
+version: "none"
+description: No policy was given; every job is denied until one is.
+default_decision: deny
+rules: []
+"""
+
+
+def load_policy(settings: Settings) -> Policy:
+    """The policy of ``--policy``, else the demo pack's, else deny-all (a loud default)."""
+    if settings.policy is not None:
+        return load(settings.policy)
+    if settings.demo:
+        from cordum.demo import demo_policy_text  # the demo pack is loaded only when used
+
+        text, path = demo_policy_text()
+        return load_text(text, name=str(path))
+    log.warning("no --policy given and the demo pack is off: every job will be denied")
+    return load_text(DENY_ALL_POLICY, name="<deny-all>")
+
+
+class ControlPlane:
+    """Every role of Cordum in one process, sharing one store and one bus."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        policy: Policy,
+        store: Store | None = None,
+        bus: Bus | None = None,
+        kernel: Kernel | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store: Store = (
+            store
+            if store is not None
+            else SqliteStore(settings.store_path, durable=settings.durable_writes)
+        )
+        self.bus: Bus = bus if bus is not None else MemoryBus()
+        self.bus_durable = False
+        self.metrics = Metrics()
+        self.holder = PolicyHolder(policy)
+        self.kernel: Kernel = kernel if kernel is not None else LocalKernel(self.holder)
+        self.gate_a = self._safety_client("A", settings.gate_a_timeout_s)
+        self.gate_b = self._safety_client("B", settings.gate_b_timeout_s)
+        self.submitter = Submitter(
+            self.store,
+            self.bus,
+            self.gate_a,
+            self.metrics,
+            throttle_retry_s=settings.throttle_requeue_s,
+        )
+        self.execution = Execution(
+            self.store,
+            self.bus,
+            self.kernel,
+            self.metrics,
+            default_max_retries=settings.default_max_retries,
+            backoff_base_s=settings.backoff_base_s,
+            backoff_max_s=settings.backoff_max_s,
+        )
+        self.workers = WorkerService(self.store, self.bus, lost_after=settings.worker_lost_after_s)
+        self.directory = WorkerDirectory(
+            lost_after=settings.worker_lost_after_s, static_pools=settings.pools
+        )
+        self.scheduler = Scheduler(
+            self.store,
+            self.bus,
+            self.gate_b,
+            self.execution,
+            self.directory,
+            self.metrics,
+            SchedulerSettings(
+                max_scheduling_attempts=settings.max_scheduling_attempts,
+                backoff_base_s=settings.backoff_base_s,
+                backoff_max_s=settings.backoff_max_s,
+                throttle_requeue_s=settings.throttle_requeue_s,
+                pool_queue_limit=settings.pool_queue_limit,
+            ),
+        )
+        self.reconciler = Reconciler(
+            self.store,
+            self.scheduler,
+            self.execution,
+            self.directory,
+            interval=settings.reconcile_interval_s,
+            dispatch_timeout=settings.dispatch_timeout_s,
+            running_timeout=settings.running_timeout_s,
+            default_max_retries=settings.default_max_retries,
+        )
+        self.connections = WorkerConnections(self.bus, self.execution, self.workers)
+        self.approvals = Approvals(self.store, self.bus, self.kernel, self.metrics)
+        self._worker_tasks: list[asyncio.Task[None]] = []
+        self._local_workers: list[Worker] = []
+        self.started = False
+
+    def _safety_client(self, gate: str, timeout: float) -> SafetyClient:
+        s = self.settings
+        breaker = CircuitBreaker(
+            failure_threshold=s.breaker_failures,
+            open_seconds=s.breaker_open_s,
+            half_open_probes=s.breaker_probes,
+            close_after_successes=s.breaker_successes,
+        )
+        return SafetyClient(
+            self.kernel,
+            gate=gate,
+            fail_mode=s.fail_mode,
+            timeout=timeout,
+            breaker=breaker,
+            metrics=self.metrics,
+        )
+
+    async def start(self) -> None:
+        """Start every role and re-drive whatever the last run left open."""
+        await self.connections.start()
+        await self.scheduler.start()
+        await self.reconciler.recover(bus_durable=self.bus_durable)
+        self.reconciler.start()
+        self.started = True
+
+    async def add_worker(self, worker: Worker) -> None:
+        """Run an SDK worker inside this process, on the same dispatch path as remote ones."""
+        link = InProcessLink(self.connections)
+        self._local_workers.append(worker)
+        self._worker_tasks.append(asyncio.create_task(worker.serve(link=link)))
+        await worker.wait_registered()
+
+    async def stop(self) -> None:
+        """Drain local workers, stop the roles, close the store and bus."""
+        for worker in self._local_workers:
+            worker.stop()
+        if self._worker_tasks:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.gather(*self._worker_tasks), 10)
+        await self.reconciler.stop()
+        await self.scheduler.stop()
+        await self.connections.stop()
+        await self.bus.close()
+        await self.store.close()
+        self.started = False
