@@ -23,7 +23,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -31,12 +30,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from benchlib import machine
 from cordum.policy import InMemoryVelocityStore, Policy, load
 from cordum.policy.job_input import to_policy_input
 
@@ -258,30 +257,6 @@ def load_time(rule_count: int, repeats: int) -> dict[str, float]:
             load(path, max_bytes=64 * 1024 * 1024)
             times.append(time.perf_counter() - start)
     return {"load_ms": statistics.median(times) * 1000, "file_kib": len(text.encode()) / 1024}
-
-
-def machine() -> dict[str, Any]:
-    """What the figures were measured on."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {
-        name: metadata.version(name) for name in ("cordum", "pydantic", "PyYAML", "google-re2")
-    }
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "libyaml": yaml.__with_libyaml__,
-        **versions,
-    }
 
 
 def pin_to_one_core() -> str:

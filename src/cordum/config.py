@@ -76,6 +76,18 @@ class Settings:
         settings.check()
         return settings
 
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "fail_mode", FailMode(str(self.fail_mode).lower()))
+        except ValueError:
+            raise SettingsError(
+                f"fail_mode must be `closed` or `open` (got {self.fail_mode!r})"
+            ) from None
+        for name in ("data_dir", "policy"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, Path(value))
+
     def check(self) -> None:
         """Refuse values that would make the control plane misbehave."""
         for spec in fields(self):

@@ -14,6 +14,7 @@ import typer
 from cordum import __version__
 from cordum.cli.output import err_console
 from cordum.cli.policy import policy_app
+from cordum.cli.server import up
 
 EXIT_INTERNAL_ERROR = 70
 
@@ -26,6 +27,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(policy_app, name="policy")
+app.command()(up)
 
 
 def _show_version(value: bool) -> None:

@@ -90,7 +90,7 @@ class SafetyClient:
         return SafetyVerdict(record)
 
     def _unavailable(self, job: Job, detail: str) -> SafetyVerdict:
-        if self.fail_mode is FailMode.CLOSED:
+        if self.fail_mode is not FailMode.OPEN:  # anything but an explicit "open" fails closed
             raise SafetyUnavailableError(f"policy check unavailable: {detail}")
         self.metrics.fail_open(self.gate, job.topic)
         record = DecisionRecord(

@@ -1,0 +1,127 @@
+"""A real control plane behind real HTTP, inside the test's event loop.
+
+``running_plane`` builds a ControlPlane on a temporary SQLite file, serves it with
+uvicorn on a free port, and yields a :class:`Harness` with the base URL and an httpx
+client. Tests drive it exactly as a user would, and may reach into ``harness.plane`` to
+check the store or to swap the policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import textwrap
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from cordum.api import create_app
+from cordum.config import Settings
+from cordum.models.pipeline import JobRecord
+from cordum.policy import Policy, load_text
+from cordum.services.kernel import Kernel
+from cordum.wiring import ControlPlane
+
+POLICY = """
+version: "test-1"
+default_decision: deny
+rules:
+  - id: no-delete
+    match: {topics: ["job.test.delete"]}
+    decision: deny
+    reason: deleting is not allowed
+    remediations:
+      - {id: archive, title: Archive instead, replacement_topic: job.test.archive}
+  - id: admin-approval
+    match: {topics: ["job.test.admin"]}
+    decision: require_approval
+    reason: admin needs approval
+  - id: throttle-bulk
+    match: {topics: ["job.test.bulk"]}
+    decision: throttle
+    reason: bulk jobs are throttled
+  - id: allow-test
+    match: {topics: ["job.test.*"]}
+    decision: allow
+    reason: test jobs are allowed
+"""
+
+
+def policy(text: str = POLICY) -> Policy:
+    """A policy from (dedented) YAML text."""
+    return load_text(textwrap.dedent(text), name="test-policy.yaml")
+
+
+@dataclass
+class Harness:
+    """A served control plane and a client for it."""
+
+    plane: ControlPlane
+    url: str
+    http: httpx.AsyncClient
+
+    async def submit(self, topic: str, **fields: Any) -> httpx.Response:
+        """POST /api/v1/jobs."""
+        return await self.http.post("/api/v1/jobs", json={"topic": topic, **fields})
+
+    async def job(self, job_id: str) -> JobRecord:
+        """The job as stored."""
+        job = await self.plane.store.get_job(job_id)
+        assert job is not None, job_id
+        return job
+
+    async def wait_state(self, job_id: str, *states: str, timeout: float = 5.0) -> JobRecord:
+        """Poll the store until the job is in one of ``states``."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            job = await self.job(job_id)
+            if job.state.value in states:
+                return job
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"job {job_id} is {job.state.value}, wanted {states}")
+            await asyncio.sleep(0.01)
+
+
+def free_socket() -> socket.socket:
+    """A listening-ready socket on a free loopback port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def running_plane(
+    data_dir: Path,
+    *,
+    policy_text: str = POLICY,
+    kernel: Kernel | None = None,
+    **settings: Any,
+) -> AsyncIterator[Harness]:
+    """Serve a fresh control plane over HTTP for the duration of the block."""
+    config = Settings.load(environ={}, data_dir=data_dir, demo=False, **settings)
+    plane = ControlPlane(config, policy=policy(policy_text), kernel=kernel)
+    app = create_app(plane)
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    )
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            yield Harness(plane=plane, url=url, http=http)
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
