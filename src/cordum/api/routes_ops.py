@@ -72,9 +72,11 @@ async def list_dlq(
 ) -> dict[str, Any]:
     """Dead-lettered jobs, newest first, with reason codes."""
     plane = plane_of(request)
-    entries = await plane.store.list_dlq(cursor=cursor, limit=limit)
-    next_cursor = entries[-1].job_id if len(entries) == limit else None
-    return {"entries": [dlq_view(e) for e in entries], "next_cursor": next_cursor}
+    try:
+        page = await plane.store.list_dlq(cursor=cursor, limit=limit)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_cursor", str(exc)) from None
+    return {"entries": [dlq_view(e) for e in page.entries], "next_cursor": page.next_cursor}
 
 
 @router.post("/dlq/{job_id}/retry", tags=["dlq"])

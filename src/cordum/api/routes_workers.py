@@ -54,6 +54,9 @@ class Heartbeat(_Strict):
     """Body of a heartbeat."""
 
     active_jobs: int = Field(default=0, ge=0)
+    job_ids: list[str] | None = Field(
+        default=None, description="Jobs the worker holds (running or result not yet delivered)."
+    )
 
 
 class Poll(_Strict):
@@ -146,7 +149,7 @@ async def heartbeat(request: Request, worker_id: str) -> dict[str, Any]:
     plane = plane_of(request)
     body = await _body(request, Heartbeat, optional=True)
     try:
-        await plane.workers.heartbeat(worker_id, body.active_jobs)
+        await plane.workers.heartbeat(worker_id, body.active_jobs, body.job_ids)
     except UnknownWorkerError as exc:
         raise _unknown(exc) from None
     connection = await plane.connections.connect(worker_id)
@@ -258,7 +261,10 @@ async def _on_frame(plane: ControlPlane, worker_id: str, frame: str) -> None:
         data = json.loads(frame)
         kind = data.get("type")
         if kind == "heartbeat":
-            await plane.workers.heartbeat(worker_id, int(data.get("active_jobs", 0)))
+            beat = Heartbeat.model_validate(
+                {k: data[k] for k in ("active_jobs", "job_ids") if k in data}
+            )
+            await plane.workers.heartbeat(worker_id, beat.active_jobs, beat.job_ids)
         elif kind == "progress":
             report = Progress.model_validate({k: data.get(k) for k in ("message", "percent")})
             await plane.execution.progress(

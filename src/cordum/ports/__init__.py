@@ -7,6 +7,7 @@ from cordum.ports.bus import Bus, BusHandler, Message, Subscription, subject_mat
 from cordum.ports.store import (
     ConflictError,
     CreateOutcome,
+    DLQPage,
     JobFilter,
     JobNotFoundError,
     JobPage,
@@ -19,6 +20,7 @@ __all__ = [
     "BusHandler",
     "ConflictError",
     "CreateOutcome",
+    "DLQPage",
     "JobFilter",
     "JobNotFoundError",
     "JobPage",

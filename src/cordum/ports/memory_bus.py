@@ -1,7 +1,8 @@
 """The embedded Bus: asyncio queues inside one process.
 
 Each subscription owns a queue and a task that drains it, so a slow handler delays only
-its own subscription and per-subscriber order is kept. Queue groups pick members round
+its own subscription and per-subscriber order is kept. Subscribers receive the published
+dict itself, not a copy (this is the hot path): handlers must treat it as read-only. Queue groups pick members round
 robin. Like every bus here it carries notifications only; the store is the truth.
 """
 
@@ -49,6 +50,8 @@ class MemorySubscription:
         """Stop delivery; the message being handled finishes first."""
         self._bus.forget(self)
         self._inbox.put_nowait(None)
+        if asyncio.current_task() is self._task:
+            return  # a handler unsubscribing itself: its task ends after the handler returns
         await asyncio.shield(self._task)
 
 

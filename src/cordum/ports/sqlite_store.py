@@ -46,6 +46,7 @@ from cordum.models.state import IllegalTransitionError, JobState, can_transition
 from cordum.ports.store import (
     ConflictError,
     CreateOutcome,
+    DLQPage,
     JobFilter,
     JobNotFoundError,
     JobPage,
@@ -356,14 +357,16 @@ class SqliteStore:
 
     # --- DLQ ----------------------------------------------------------------------------
 
-    async def list_dlq(self, *, cursor: str | None = None, limit: int = 50) -> list[DLQEntry]:
+    async def list_dlq(self, *, cursor: str | None = None, limit: int = 50) -> DLQPage:
         """See :meth:`cordum.ports.store.Store.list_dlq`."""
-        sql, args = "SELECT data FROM dlq", []
+        sql, args = "SELECT seq, data FROM dlq", []
         if cursor is not None:
-            sql += " WHERE seq < (SELECT seq FROM dlq WHERE job_id=?)"
-            args.append(cursor)
-        rows = self._db.execute(f"{sql} ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
-        return [DLQEntry.model_validate_json(data) for (data,) in rows]
+            sql += " WHERE seq < ?"
+            args.append(_cursor_value(cursor))
+        rows = self._db.execute(f"{sql} ORDER BY seq DESC LIMIT ?", (*args, limit + 1)).fetchall()
+        entries = [DLQEntry.model_validate_json(data) for _, data in rows[:limit]]
+        next_cursor = str(rows[limit - 1][0]) if len(rows) > limit else None
+        return DLQPage(entries=entries, next_cursor=next_cursor)
 
     async def get_dlq(self, job_id: str) -> DLQEntry | None:
         """See :meth:`cordum.ports.store.Store.get_dlq`."""
@@ -476,7 +479,7 @@ def _checked_changes(changes: Mapping[str, Any] | None) -> dict[str, Any]:
     unknown = set(update) - JOB_FIELDS
     if unknown:
         raise ValueError(f"unknown job fields: {', '.join(sorted(unknown))}")
-    for fixed in ("id", "spec", "created_at"):
+    for fixed in ("id", "spec", "created_at", "tenant_id"):
         if fixed in update:
             raise ValueError(f"a job's `{fixed}` never changes")
     return update

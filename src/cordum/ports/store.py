@@ -71,6 +71,18 @@ class JobFilter:
 
 
 @dataclass(frozen=True)
+class DLQPage:
+    """One page of the DLQ, newest first; ``next_cursor`` is opaque (None at the end).
+
+    The cursor stays valid when the entries of the page before it are deleted, so
+    "retry every entry on this page, then fetch the next" never skips anything.
+    """
+
+    entries: list[DLQEntry]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
 class JobPage:
     """One page of a listing, newest first, and the cursor of the next page (None at the end)."""
 
@@ -119,7 +131,9 @@ class Store(Protocol):
     ) -> TransitionOutcome:
         """Move a job to ``target`` atomically, with its event (and decision, DLQ entry).
 
-        A repeat of the current state changes nothing and reports ``changed=False``.
+        A repeat of the current state changes nothing and reports ``changed=False``, even
+        when ``expect`` does not include it (so concurrent callers that race to the same
+        state all see success, and exactly one sees ``changed=True``).
         Raises :class:`JobNotFoundError`, :class:`ConflictError` when ``expect`` is given
         and the job is in another state, and
         :class:`~cordum.models.state.IllegalTransitionError` when the table forbids it.
@@ -157,8 +171,8 @@ class Store(Protocol):
         """How many jobs are in each state (states with none are omitted)."""
         ...
 
-    async def list_dlq(self, *, cursor: str | None = None, limit: int = 50) -> list[DLQEntry]:
-        """Dead-lettered jobs, newest first."""
+    async def list_dlq(self, *, cursor: str | None = None, limit: int = 50) -> DLQPage:
+        """Dead-lettered jobs, newest first, ``limit`` at a time."""
         ...
 
     async def get_dlq(self, job_id: str) -> DLQEntry | None:

@@ -56,6 +56,8 @@ class SchedulerSettings:
     backoff_max_s: float = 30.0
     throttle_requeue_s: float = 5.0
     pool_queue_limit: int = 100_000
+    unclaimed_grace_s: float = 10.0
+    """A RUNNING job its worker does not report after this long never reached it."""
 
 
 class Scheduler:
@@ -131,8 +133,7 @@ class Scheduler:
     async def _on_finished(self, message: Message) -> None:
         job_id = str(message.data["job_id"])
         worker = self.directory.release(job_id)
-        for active in self._tenant_active.values():
-            active.discard(job_id)
+        self._forget_active(job_id)
         if worker is not None:
             await self._wake_pool(worker.record.pool)
 
@@ -140,8 +141,48 @@ class Scheduler:
         record = WorkerRecord.model_validate(message.data["worker"])
         event = str(message.data["event"])
         self.directory.apply(event, record)
+        reported = message.data.get("job_ids")
+        if isinstance(reported, list):
+            await self._recover_undelivered(record.worker_id, {str(j) for j in reported})
         if event in ("register", "heartbeat"):
             await self._wake_pool(record.pool)
+
+    async def _recover_undelivered(self, worker_id: str, reported: set[str]) -> None:
+        """Re-drive jobs claimed for a worker that says it never got them.
+
+        A claim is committed before the assignment is sent; if the answer carrying it is
+        lost (a crash, a dropped connection), the worker never saw the job. Its heartbeat
+        lists every job it holds, so a long-claimed job missing from it never ran.
+        """
+        worker = self.directory.workers.get(worker_id)
+        if worker is None:
+            return
+        cutoff = time.time() - self.settings.unclaimed_grace_s
+        for job_id in sorted(worker.active - reported):
+            job = await self.store.get_job(job_id)
+            if (
+                job is None
+                or job.state is not JobState.RUNNING
+                or job.worker_id != worker_id
+                or (job.started_at or 0) > cutoff
+            ):
+                continue
+            try:
+                await self.store.transition(
+                    job_id,
+                    JobState.RETRYING,
+                    expect={JobState.RUNNING},
+                    reason=f"worker {worker_id} never received the job",
+                )
+            except ConflictError:
+                continue
+            self.directory.release(job_id)
+            self._forget_active(job_id)
+            await self.execution.requeue(job_id, reason="re-driven: the assignment was lost")
+
+    def _forget_active(self, job_id: str) -> None:
+        for active in self._tenant_active.values():
+            active.discard(job_id)
 
     # --- scheduling -----------------------------------------------------------------------
 

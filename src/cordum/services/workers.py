@@ -81,14 +81,20 @@ class WorkerService:
         await self._announce(record, "register")
         return record
 
-    async def heartbeat(self, worker_id: str, active_jobs: int) -> WorkerRecord:
-        """Record that a worker is alive; raises :class:`UnknownWorkerError`."""
+    async def heartbeat(
+        self, worker_id: str, active_jobs: int, job_ids: list[str] | None = None
+    ) -> WorkerRecord:
+        """Record that a worker is alive; raises :class:`UnknownWorkerError`.
+
+        ``job_ids`` (the jobs the worker holds: running, or finished with the result not
+        yet delivered) lets the scheduler find jobs claimed for it that never reached it.
+        """
         record = await self._known(worker_id)
         record = record.model_copy(
             update={"last_heartbeat": time.time(), "active_jobs": max(0, active_jobs)}
         )
         await self.store.upsert_worker(record)
-        await self._announce(record, "heartbeat")
+        await self._announce(record, "heartbeat", job_ids)
         return record
 
     async def drain(self, worker_id: str) -> None:
@@ -108,10 +114,13 @@ class WorkerService:
                 return record
         raise UnknownWorkerError(worker_id)
 
-    async def _announce(self, record: WorkerRecord, event: str) -> None:
-        await self.bus.publish(
-            subjects.HEARTBEAT, {"event": event, "worker": record.model_dump(mode="json")}
-        )
+    async def _announce(
+        self, record: WorkerRecord, event: str, job_ids: list[str] | None = None
+    ) -> None:
+        notice: dict[str, object] = {"event": event, "worker": record.model_dump(mode="json")}
+        if job_ids is not None:
+            notice["job_ids"] = job_ids
+        await self.bus.publish(subjects.HEARTBEAT, notice)
 
 
 @dataclass
