@@ -160,8 +160,13 @@ class ControlPlane:
         """Run an SDK worker inside this process, on the same dispatch path as remote ones."""
         link = InProcessLink(self.connections)
         self._local_workers.append(worker)
-        self._worker_tasks.append(asyncio.create_task(worker.serve(link=link)))
-        await worker.wait_registered()
+        task = asyncio.create_task(worker.serve(link=link))
+        self._worker_tasks.append(task)
+        registered = asyncio.create_task(link.registered.wait())
+        await asyncio.wait({task, registered}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            registered.cancel()
+            task.result()  # serving ended before registering: raise why
 
     async def stop(self) -> None:
         """Drain local workers, stop the roles, close the store and bus."""

@@ -69,7 +69,8 @@ async def test_policy_change_between_submit_and_dispatch_is_denied_at_gate_b(
 
         job = await harness.wait_state(job_id, "DENIED")
         assert job.safety_rule_id == "run-now-denied"
-        assert job.error is not None and job.error.code == "policy_denied"
+        assert job.error is not None
+        assert job.error.code == "policy_denied"
         decisions = await harness.plane.store.job_decisions(job_id)
         assert [(d.gate.value, d.decision.value, d.policy_snapshot) for d in decisions] == [
             ("A", "ALLOW", before),
@@ -79,7 +80,8 @@ async def test_policy_change_between_submit_and_dispatch_is_denied_at_gate_b(
         assert JobState.DISPATCHED not in states
         assert await worker.poll(wait_s=0.2) == []
         dlq = await harness.plane.store.get_dlq(job_id)
-        assert dlq is not None and dlq.reason_code == "safety_denied"
+        assert dlq is not None
+        assert dlq.reason_code == "safety_denied"
         listed = (await harness.http.get(f"/api/v1/jobs/{job_id}/decisions")).json()
         assert [d["gate"] for d in listed["decisions"]] == ["A", "B"]
 
@@ -99,9 +101,7 @@ async def test_allowed_job_records_both_gates_with_the_snapshot(harness: Harness
 
 async def test_fail_closed_dispatches_nothing_and_requeues(tmp_path: Path) -> None:
     kernel = SwitchableKernel(policy())
-    async with running_plane(
-        tmp_path, kernel=kernel, breaker_open_s=0.3, **FAST
-    ) as harness:
+    async with running_plane(tmp_path, kernel=kernel, breaker_open_s=0.3, **FAST) as harness:
         job_id = await submitted(harness)
         kernel.down = True
         refused = await harness.submit("job.test.run")
@@ -117,7 +117,8 @@ async def test_fail_closed_dispatches_nothing_and_requeues(tmp_path: Path) -> No
         await wait_until(requeued)
         job = await harness.job(job_id)
         assert job.state is JobState.PENDING
-        assert job.waiting_reason is not None and "safety_unknown" in job.waiting_reason
+        assert job.waiting_reason is not None
+        assert "safety_unknown" in job.waiting_reason
         assert await worker.poll(wait_s=0.1) == []
         assert harness.plane.gate_b.breaker.state is BreakerState.OPEN
 

@@ -20,7 +20,10 @@ class BareWorker:
 
     @classmethod
     async def register(
-        cls, http: httpx.AsyncClient, pool: str = "p", topics: tuple[str, ...] = ("job.test.>",),
+        cls,
+        http: httpx.AsyncClient,
+        pool: str = "p",
+        topics: tuple[str, ...] = ("job.test.>",),
         capacity: int = 4,
     ) -> BareWorker:
         """Register a worker and return it."""

@@ -14,6 +14,7 @@ import typer
 from cordum import __version__
 from cordum.cli.output import err_console
 from cordum.cli.policy import policy_app
+from cordum.cli.remote import approve, demo, job_app, reject
 from cordum.cli.server import up
 
 EXIT_INTERNAL_ERROR = 70
@@ -27,7 +28,11 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(policy_app, name="policy")
+app.add_typer(job_app, name="job")
 app.command()(up)
+app.command()(demo)
+app.command()(approve)
+app.command()(reject)
 
 
 def _show_version(value: bool) -> None:

@@ -184,7 +184,7 @@ def run_policy_tests(
         raise typer.Exit(EXIT_FAILED)
 
 
-def _job_options(
+def job_from_options(
     job: str | None,
     topic: str | None,
     tenant: str | None,
@@ -250,7 +250,7 @@ def simulate(
 ) -> None:
     """Decide a job without side effects and print the decision record."""
     loaded = _load(policy, dialect=dialect, json_output=json_output)
-    the_job = _job_options(
+    the_job = job_from_options(
         job,
         topic,
         tenant,
@@ -293,7 +293,7 @@ def explain(
 ) -> None:
     """Decide a job and show, for every rule in order, whether it matched and why not."""
     loaded = _load(policy, dialect=dialect, json_output=json_output)
-    the_job = _job_options(
+    the_job = job_from_options(
         job,
         topic,
         tenant,

@@ -1,8 +1,9 @@
 """The embedded Bus: asyncio queues inside one process.
 
 Each subscription owns a queue and a task that drains it, so a slow handler delays only
-its own subscription and per-subscriber order is kept. Subscribers receive the published
-dict itself, not a copy (this is the hot path): handlers must treat it as read-only. Queue groups pick members round
+its own subscription and per-subscriber order is kept. Subscribers receive the
+published dict itself, not a copy (this is the hot path): handlers must treat it as
+read-only. Queue groups pick members round
 robin. Like every bus here it carries notifications only; the store is the truth.
 """
 

@@ -33,6 +33,7 @@ class Connection:
         self.execution = execution
         self.inbox: asyncio.Queue[JobAssignment | str] = asyncio.Queue()
         self.subscription: Subscription | None = None
+        self.closed = asyncio.Event()
 
     async def on_job(self, message: Message) -> None:
         """A dispatched assignment arrived from the bus."""
@@ -48,12 +49,12 @@ class Connection:
                 if items:
                     break
                 remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
+                if remaining <= 0 or self.closed.is_set():
                     break
-                try:
-                    item = await asyncio.wait_for(self.inbox.get(), remaining)
-                except TimeoutError:
+                item_or_none = await self._next(remaining)
+                if item_or_none is None:
                     break
+                item = item_or_none
             else:
                 item = self.inbox.get_nowait()
             if isinstance(item, str):
@@ -64,6 +65,19 @@ class Connection:
                 items.append(claimed)
                 jobs += 1
         return items
+
+    async def _next(self, timeout: float) -> JobAssignment | str | None:
+        """The next inbox item, or None when the wait ends or the connection closes."""
+        getter = asyncio.ensure_future(self.inbox.get())
+        closing = asyncio.ensure_future(self.closed.wait())
+        done, _ = await asyncio.wait(
+            {getter, closing}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        closing.cancel()
+        if getter in done or (getter.done() and not getter.cancelled()):
+            return getter.result()
+        getter.cancel()
+        return None
 
     def pending_cancels(self) -> list[str]:
         """Cancels waiting in the inbox (answered on a heartbeat), leaving jobs in place."""
@@ -127,6 +141,7 @@ class WorkerConnections:
         connection = self.connections.pop(worker_id, None)
         if connection is None:
             return
+        connection.closed.set()
         if connection.subscription is not None:
             await connection.subscription.unsubscribe()
         if not requeue:
@@ -150,6 +165,7 @@ class InProcessLink:
     def __init__(self, connections: WorkerConnections) -> None:
         self.connections = connections
         self._worker_id: str | None = None
+        self.registered = asyncio.Event()
 
     async def register(
         self,
@@ -170,6 +186,7 @@ class InProcessLink:
         )
         await self.connections.connect(record.worker_id)
         self._worker_id = record.worker_id
+        self.registered.set()
         return record.worker_id
 
     async def receive(self, max_jobs: int, wait_s: float) -> list[Item]:
@@ -179,9 +196,9 @@ class InProcessLink:
             raise RuntimeError("receive() before register()")
         return await connection.take(max_jobs, wait_s)
 
-    async def heartbeat(self, worker_id: str, active_jobs: int) -> list[str]:
+    async def heartbeat(self, worker_id: str, active_jobs: int, job_ids: list[str]) -> list[str]:
         """Refresh liveness."""
-        await self.connections.workers.heartbeat(worker_id, active_jobs)
+        await self.connections.workers.heartbeat(worker_id, active_jobs, job_ids)
         return []
 
     async def progress(

@@ -1,0 +1,315 @@
+"""Clients for agents: submit actions, wait for them, and handle refusals as exceptions.
+
+:class:`AsyncClient` and :class:`Client` have the same methods; both build their requests
+with :mod:`cordum.sdk._jobs`, so they answer identically. A refusal by policy raises a
+:class:`~cordum.sdk.errors.PolicyViolationError` whose ``as_tool_result()`` is ready to
+hand back to a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any, Self
+
+from cordum.sdk import _jobs
+from cordum.sdk._wire import Call, Settings, send_async, send_sync
+from cordum.sdk.errors import WaitTimeout
+
+
+class AsyncClient:
+    """Talk to a Cordum control plane from asyncio code.
+
+    ``url``, ``api_key`` and ``tenant`` default to ``CORDUM_URL`` (else
+    ``http://127.0.0.1:8081``), ``CORDUM_API_KEY`` and ``CORDUM_TENANT_ID``.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        api_key: str | None = None,
+        tenant: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.settings = Settings.resolve(url, api_key, tenant, timeout)
+        self._http = self.settings.async_http()
+
+    async def _call(self, call: Call) -> Any:
+        return await send_async(self._http, call)
+
+    async def submit(
+        self,
+        topic: str,
+        input: Any = None,
+        *,
+        risk_tags: Iterable[str] = (),
+        labels: Mapping[str, str] | None = None,
+        capability: str | None = None,
+        requires: Iterable[str] = (),
+        idempotency_key: str | None = None,
+        actor_id: str | None = None,
+        actor_type: str | None = None,
+        pack_id: str | None = None,
+        priority: str | None = None,
+        prompt: str | None = None,
+        deadline_ms: int | None = None,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
+        """Submit an action for a policy decision.
+
+        Returns the acceptance (``job_id``, ``trace_id``, ``decision``...) or, with
+        ``wait=True``, the job's result. Raises PolicyDenied, Throttled, or
+        ApprovalRequired (then ``wait(job_id)`` follows the approval).
+        """
+        answer = await self._call(
+            _jobs.submit_call(
+                topic,
+                input,
+                risk_tags=risk_tags,
+                labels=labels,
+                capability=capability,
+                requires=requires,
+                idempotency_key=idempotency_key,
+                actor_id=actor_id,
+                actor_type=actor_type,
+                pack_id=pack_id,
+                priority=priority,
+                prompt=prompt,
+                deadline_ms=deadline_ms,
+            )
+        )
+        if wait:
+            return await self.wait(str(answer["job_id"]), timeout)
+        return answer
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> Any:
+        """The job's result once it finishes; raises why it has none, or WaitTimeout.
+
+        ``timeout=None`` waits as long as it takes.
+        """
+        deadline = _jobs.Deadline(timeout)
+        state: str | None = None
+        while (wait_s := deadline.next_wait()) is not None:
+            job = await self._call(_jobs.get_job_call(job_id, wait_s))
+            state = job.get("state")
+            if state in _jobs.TERMINAL_STATES:
+                return _jobs.settle(job)
+        raise WaitTimeout(job_id, timeout, state)
+
+    async def get_job(self, job_id: str) -> dict[str, Any]:
+        """The job as the server shows it now."""
+        job: dict[str, Any] = await self._call(_jobs.get_job_call(job_id))
+        return job
+
+    async def list_jobs(
+        self,
+        state: str | None = None,
+        topic: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """A page ``{jobs, next_cursor}``, newest first; pass ``next_cursor`` back for more."""
+        page: dict[str, Any] = await self._call(_jobs.list_jobs_call(state, topic, limit, cursor))
+        return page
+
+    async def job_decisions(self, job_id: str) -> list[dict[str, Any]]:
+        """Every policy decision taken on the job, oldest first (the audit trail)."""
+        decisions: list[dict[str, Any]] = await self._call(_jobs.decisions_call(job_id))
+        return decisions
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a job that has not finished; returns the job."""
+        job: dict[str, Any] = await self._call(_jobs.cancel_call(job_id))
+        return job
+
+    async def approve(self, job_id: str, reason: str = "", note: str = "") -> dict[str, Any]:
+        """Approve a job waiting for a human; it then goes through policy again."""
+        answer: dict[str, Any] = await self._call(
+            _jobs.resolve_call(job_id, "approve", reason, note)
+        )
+        return answer
+
+    async def reject(self, job_id: str, reason: str = "", note: str = "") -> dict[str, Any]:
+        """Reject a job waiting for a human; it ends DENIED."""
+        answer: dict[str, Any] = await self._call(
+            _jobs.resolve_call(job_id, "reject", reason, note)
+        )
+        return answer
+
+    async def remediate(self, job_id: str, remediation_id: str) -> dict[str, Any]:
+        """Re-submit a refused job with one of its remediations; answers like ``submit``."""
+        answer: dict[str, Any] = await self._call(_jobs.remediate_call(job_id, remediation_id))
+        return answer
+
+    async def evaluate(self, job: Mapping[str, Any]) -> dict[str, Any]:
+        """Decide a job as submission would (velocity rules count it); nothing runs."""
+        decision: dict[str, Any] = await self._call(_jobs.policy_call("evaluate", job))
+        return decision
+
+    async def simulate(self, job: Mapping[str, Any]) -> dict[str, Any]:
+        """Decide a job with no side effects at all."""
+        decision: dict[str, Any] = await self._call(_jobs.policy_call("simulate", job))
+        return decision
+
+    async def explain(self, job: Mapping[str, Any]) -> dict[str, Any]:
+        """The simulated decision plus each rule's trace, to see why."""
+        decision: dict[str, Any] = await self._call(_jobs.policy_call("explain", job))
+        return decision
+
+    async def close(self) -> None:
+        """Release the connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class Client:
+    """Blocking twin of :class:`AsyncClient`, for scripts and synchronous agent frameworks."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        api_key: str | None = None,
+        tenant: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.settings = Settings.resolve(url, api_key, tenant, timeout)
+        self._http = self.settings.sync_http()
+
+    def _call(self, call: Call) -> Any:
+        return send_sync(self._http, call)
+
+    def submit(
+        self,
+        topic: str,
+        input: Any = None,
+        *,
+        risk_tags: Iterable[str] = (),
+        labels: Mapping[str, str] | None = None,
+        capability: str | None = None,
+        requires: Iterable[str] = (),
+        idempotency_key: str | None = None,
+        actor_id: str | None = None,
+        actor_type: str | None = None,
+        pack_id: str | None = None,
+        priority: str | None = None,
+        prompt: str | None = None,
+        deadline_ms: int | None = None,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
+        """See :meth:`AsyncClient.submit`."""
+        answer = self._call(
+            _jobs.submit_call(
+                topic,
+                input,
+                risk_tags=risk_tags,
+                labels=labels,
+                capability=capability,
+                requires=requires,
+                idempotency_key=idempotency_key,
+                actor_id=actor_id,
+                actor_type=actor_type,
+                pack_id=pack_id,
+                priority=priority,
+                prompt=prompt,
+                deadline_ms=deadline_ms,
+            )
+        )
+        if wait:
+            return self.wait(str(answer["job_id"]), timeout)
+        return answer
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Any:
+        """See :meth:`AsyncClient.wait`."""
+        deadline = _jobs.Deadline(timeout)
+        state: str | None = None
+        while (wait_s := deadline.next_wait()) is not None:
+            job = self._call(_jobs.get_job_call(job_id, wait_s))
+            state = job.get("state")
+            if state in _jobs.TERMINAL_STATES:
+                return _jobs.settle(job)
+        raise WaitTimeout(job_id, timeout, state)
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        """See :meth:`AsyncClient.get_job`."""
+        job: dict[str, Any] = self._call(_jobs.get_job_call(job_id))
+        return job
+
+    def list_jobs(
+        self,
+        state: str | None = None,
+        topic: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """See :meth:`AsyncClient.list_jobs`."""
+        page: dict[str, Any] = self._call(_jobs.list_jobs_call(state, topic, limit, cursor))
+        return page
+
+    def job_decisions(self, job_id: str) -> list[dict[str, Any]]:
+        """See :meth:`AsyncClient.job_decisions`."""
+        decisions: list[dict[str, Any]] = self._call(_jobs.decisions_call(job_id))
+        return decisions
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """See :meth:`AsyncClient.cancel`."""
+        job: dict[str, Any] = self._call(_jobs.cancel_call(job_id))
+        return job
+
+    def approve(self, job_id: str, reason: str = "", note: str = "") -> dict[str, Any]:
+        """See :meth:`AsyncClient.approve`."""
+        answer: dict[str, Any] = self._call(_jobs.resolve_call(job_id, "approve", reason, note))
+        return answer
+
+    def reject(self, job_id: str, reason: str = "", note: str = "") -> dict[str, Any]:
+        """See :meth:`AsyncClient.reject`."""
+        answer: dict[str, Any] = self._call(_jobs.resolve_call(job_id, "reject", reason, note))
+        return answer
+
+    def remediate(self, job_id: str, remediation_id: str) -> dict[str, Any]:
+        """See :meth:`AsyncClient.remediate`."""
+        answer: dict[str, Any] = self._call(_jobs.remediate_call(job_id, remediation_id))
+        return answer
+
+    def evaluate(self, job: Mapping[str, Any]) -> dict[str, Any]:
+        """See :meth:`AsyncClient.evaluate`."""
+        decision: dict[str, Any] = self._call(_jobs.policy_call("evaluate", job))
+        return decision
+
+    def simulate(self, job: Mapping[str, Any]) -> dict[str, Any]:
+        """See :meth:`AsyncClient.simulate`."""
+        decision: dict[str, Any] = self._call(_jobs.policy_call("simulate", job))
+        return decision
+
+    def explain(self, job: Mapping[str, Any]) -> dict[str, Any]:
+        """See :meth:`AsyncClient.explain`."""
+        decision: dict[str, Any] = self._call(_jobs.policy_call("explain", job))
+        return decision
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
