@@ -112,7 +112,7 @@ class ControlPlane:
                 backoff_max_s=settings.backoff_max_s,
                 throttle_requeue_s=settings.throttle_requeue_s,
                 pool_queue_limit=settings.pool_queue_limit,
-                unclaimed_grace_s=max(10.0, 2 * settings.heartbeat_interval_s),
+                unclaimed_grace_s=max(2.0, 2 * settings.heartbeat_interval_s),
             ),
         )
         self.reconciler = Reconciler(

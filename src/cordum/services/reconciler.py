@@ -141,6 +141,8 @@ class Reconciler:
         worker_gone = job.worker_id is not None and (
             job.worker_id in lost_workers or job.worker_id not in known
         )
+        if self.scheduler.is_busy(job.id):
+            return  # the scheduler is moving it right now
         if job.state is JobState.SCHEDULED:
             await self.store.transition(
                 job.id, JobState.PENDING, expect={JobState.SCHEDULED}, reason="requeued"

@@ -83,6 +83,7 @@ class Scheduler:
         self._busy: set[str] = set()
         self._waiting: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
         self._waiting_ids: set[str] = set()
+        self._want_workers: set[str] = set()
         self._order = itertools.count()
         self._timers: list[tuple[float, int, str, str]] = []
         self._timer_wake = asyncio.Event()
@@ -144,15 +145,22 @@ class Scheduler:
         reported = message.data.get("job_ids")
         if isinstance(reported, list):
             await self._recover_undelivered(record.worker_id, {str(j) for j in reported})
+        if event == "register" and self._want_workers:
+            # jobs that backed off for lack of workers need not wait out their backoff
+            waiting, self._want_workers = self._want_workers, set()
+            for job_id in sorted(waiting):
+                await self.schedule(job_id, now=True)
         if event in ("register", "heartbeat"):
             await self._wake_pool(record.pool)
 
     async def _recover_undelivered(self, worker_id: str, reported: set[str]) -> None:
-        """Re-drive jobs claimed for a worker that says it never got them.
+        """Re-drive jobs meant for a worker that says it never got them.
 
         A claim is committed before the assignment is sent; if the answer carrying it is
-        lost (a crash, a dropped connection), the worker never saw the job. Its heartbeat
-        lists every job it holds, so a long-claimed job missing from it never ran.
+        lost (a crash, a dropped connection), the worker never saw the job. A dispatch
+        can also be lost (published while the worker was reconnecting). The worker's
+        heartbeat lists every job it holds, so a job dispatched or claimed for it long
+        ago and missing from the list never ran, and is safe to run again.
         """
         worker = self.directory.workers.get(worker_id)
         if worker is None:
@@ -160,18 +168,16 @@ class Scheduler:
         cutoff = time.time() - self.settings.unclaimed_grace_s
         for job_id in sorted(worker.active - reported):
             job = await self.store.get_job(job_id)
-            if (
-                job is None
-                or job.state is not JobState.RUNNING
-                or job.worker_id != worker_id
-                or (job.started_at or 0) > cutoff
-            ):
+            if job is None or job.worker_id != worker_id:
+                continue
+            since = job.started_at if job.state is JobState.RUNNING else job.dispatched_at
+            if job.state not in (JobState.DISPATCHED, JobState.RUNNING) or (since or 0) > cutoff:
                 continue
             try:
                 await self.store.transition(
                     job_id,
                     JobState.RETRYING,
-                    expect={JobState.RUNNING},
+                    expect={job.state},
                     reason=f"worker {worker_id} never received the job",
                 )
             except ConflictError:
@@ -186,19 +192,22 @@ class Scheduler:
 
     # --- scheduling -----------------------------------------------------------------------
 
-    async def schedule(self, job_id: str) -> None:
-        """Try to dispatch one job now (safe to call any number of times)."""
+    async def schedule(self, job_id: str, *, now: bool = False) -> None:
+        """Try to dispatch one job (safe to call any number of times).
+
+        ``now`` ignores the job's backoff, for when the reason it backed off is gone.
+        """
         if job_id in self._busy:
             return
         self._busy.add(job_id)
         try:
-            await self._schedule(job_id)
+            await self._schedule(job_id, ignore_backoff=now)
         except Exception:
             log.exception("scheduling job %s failed; the reconciler will retry it", job_id)
         finally:
             self._busy.discard(job_id)
 
-    async def _schedule(self, job_id: str) -> None:
+    async def _schedule(self, job_id: str, *, ignore_backoff: bool = False) -> None:
         job = await self.store.get_job(job_id)
         if job is None or job.state is not JobState.PENDING:
             return
@@ -206,7 +215,7 @@ class Scheduler:
         if job.deadline_at is not None and now >= job.deadline_at:
             await self.execution.time_out(job, "the job's deadline passed before it could run")
             return
-        if job.next_attempt_at is not None and job.next_attempt_at > now:
+        if not ignore_backoff and job.next_attempt_at is not None and job.next_attempt_at > now:
             self._arm(job.next_attempt_at, "schedule", job_id)
             return
         pool = self.directory.pool_for(job.topic)
@@ -214,12 +223,18 @@ class Scheduler:
             # the bus notice of a new worker may not have arrived yet: ask the store
             await self._refresh_directory()
             pool = self.directory.pool_for(job.topic)
-        if pool is None:
+        if pool is None and self.directory.static_pools:
+            # an explicit routing table is authoritative: a topic outside it never routes
             message = (
-                f"no pool serves topic {job.topic!r}: start a worker that handles it, or map"
-                " the topic to a pool (CORDUM_POOLS), then retry the job from the DLQ"
+                f"no pool serves topic {job.topic!r}: add it to the routing table"
+                " (CORDUM_POOLS), then retry the job from the DLQ"
             )
             await self.execution.fail(job, DLQReason.NO_POOL_MAPPING, message)
+            return
+        if pool is None:  # workers declare their topics: one may connect any moment
+            await self._defer(
+                job, DLQReason.NO_POOL_MAPPING, f"no worker has registered for {job.topic!r}"
+            )
             return
         if not self.directory.candidates(pool, job.topic):
             await self._defer(job, DLQReason.NO_WORKERS, f"no live worker in pool {pool!r}")
@@ -287,29 +302,32 @@ class Scheduler:
             return False
         changes = _safety_changes(record, job, verdict.bypassed)
         changes.update(next_attempt_at=None, waiting_reason=None)
-        scheduled = await self.store.transition(
-            job.id,
-            JobState.SCHEDULED,
-            expect={JobState.PENDING},
-            changes=changes,
-            reason=f"gate B: {record.decision.value}",
-            decision=entry,
-        )
-        if not scheduled.changed:
-            return False
         worker_id = worker.record.worker_id
-        dispatched = await self.store.transition(
-            job.id,
-            JobState.DISPATCHED,
-            expect={JobState.SCHEDULED},
-            changes={
-                "worker_id": worker_id,
-                "pool": worker.record.pool,
-                "attempts": job.attempts + 1,
-                "dispatched_at": now,
-            },
-            reason=f"dispatched to worker {worker_id}",
-        )
+        try:
+            scheduled = await self.store.transition(
+                job.id,
+                JobState.SCHEDULED,
+                expect={JobState.PENDING},
+                changes=changes,
+                reason=f"gate B: {record.decision.value}",
+                decision=entry,
+            )
+            if not scheduled.changed:
+                return False
+            dispatched = await self.store.transition(
+                job.id,
+                JobState.DISPATCHED,
+                expect={JobState.SCHEDULED},
+                changes={
+                    "worker_id": worker_id,
+                    "pool": worker.record.pool,
+                    "attempts": job.attempts + 1,
+                    "dispatched_at": now,
+                },
+                reason=f"dispatched to worker {worker_id}",
+            )
+        except ConflictError:
+            return False  # cancelled (or timed out) while we were deciding
         self._tenant_active[(job.tenant_id, job.topic)].add(job.id)
         try:
             await self.bus.publish(
@@ -383,6 +401,8 @@ class Scheduler:
         except ConflictError:
             return
         self.metrics.deferrals.labels(str(cause)).inc()
+        if cause in (DLQReason.NO_WORKERS, DLQReason.NO_POOL_MAPPING):
+            self._want_workers.add(job.id)
         self._arm(due, "schedule", job.id)
 
     async def _park(self, pool: str, job: JobRecord) -> None:
@@ -463,6 +483,10 @@ class Scheduler:
     def waiting_count(self) -> int:
         """Jobs parked for a free slot."""
         return len(self._waiting_ids)
+
+    def is_busy(self, job_id: str) -> bool:
+        """Whether the scheduler is deciding or dispatching the job at this moment."""
+        return job_id in self._busy
 
     def is_tracked(self, job_id: str) -> bool:
         """Whether the scheduler already holds the job (scheduling, parked or timed)."""
