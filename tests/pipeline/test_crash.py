@@ -1,7 +1,8 @@
 """Crash safety (invariants 1 and 5): SIGKILL the embedded process during a burst.
 
 1,000 jobs, each with its own idempotency key, are submitted by 8 clients that retry
-every request until it is answered. Part-way through, the control plane is killed with
+every request until it is answered, faster than the worker runs them, so at the kill
+jobs are queued, dispatched, running and reporting. Part-way through, the control plane is killed with
 SIGKILL and started again on the same data directory. An external SDK worker process,
 which survives the crash, runs the jobs and appends each key to a log.
 
@@ -38,17 +39,18 @@ rules:
 """
 
 WORKER = """
-import os, sys
+import asyncio, os, sys
 from cordum.sdk import Worker
 
 url, log = sys.argv[1], sys.argv[2]
 worker = Worker(pool="crash", topics=["job.crash.*"], url=url, transport="http",
-                concurrency=16, heartbeat_interval=0.5, worker_id="crash-worker")
+                concurrency=8, heartbeat_interval=0.5, worker_id="crash-worker")
 fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
 
 @worker.handle("job.crash.work")
 async def work(ctx):
     os.write(fd, (ctx.input["key"] + "\\n").encode())
+    await asyncio.sleep(0.04)  # slower than submissions: a backlog is in flight at the kill
     return {"key": ctx.input["key"]}
 
 worker.run()
