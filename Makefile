@@ -6,13 +6,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo lint format test bench clean
+.PHONY: help install up demo lint format test bench clean
 
 help:
+	@echo "make up     - install into $(VENV) and start the control plane with the demo pack"
 	@echo "make demo   - install into $(VENV) and run a 60-second tour of the Safety Kernel"
 	@echo "make test   - lint (ruff + mypy), then the whole test suite"
 	@echo "make lint   - ruff and mypy only"
-	@echo "make bench  - policy evaluation and loading benchmarks (see docs/benchmarks.md)"
+	@echo "make bench  - policy, HTTP submit and pipeline benchmarks (see docs/benchmarks.md)"
 	@echo "make format - apply ruff's formatter and safe fixes"
 
 $(STAMP): pyproject.toml
@@ -22,6 +23,9 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 install: $(STAMP)
+
+up: $(STAMP)
+	$(BIN)/cordum up
 
 demo: $(STAMP)
 	@PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/tour.sh
@@ -40,6 +44,8 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/policy_eval.py
+	$(BIN)/python bench/submit_http.py
+	$(BIN)/python bench/pipeline.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

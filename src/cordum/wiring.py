@@ -78,7 +78,7 @@ class ControlPlane:
         self.holder = PolicyHolder(policy)
         self.kernel: Kernel = kernel if kernel is not None else LocalKernel(self.holder)
         self.gate_a = self._safety_client("A", settings.gate_a_timeout_s)
-        self.gate_b = self._safety_client("B", settings.gate_b_timeout_s)
+        self.gate_b = self._safety_client("B", settings.gate_b_timeout_s, recheck=True)
         self.submitter = Submitter(
             self.store,
             self.bus,
@@ -131,7 +131,7 @@ class ControlPlane:
         self._local_workers: list[Worker] = []
         self.started = False
 
-    def _safety_client(self, gate: str, timeout: float) -> SafetyClient:
+    def _safety_client(self, gate: str, timeout: float, recheck: bool = False) -> SafetyClient:
         s = self.settings
         breaker = CircuitBreaker(
             failure_threshold=s.breaker_failures,
@@ -146,6 +146,7 @@ class ControlPlane:
             timeout=timeout,
             breaker=breaker,
             metrics=self.metrics,
+            recheck=recheck,
         )
 
     async def start(self) -> None:

@@ -30,6 +30,11 @@ class SwitchableKernel:
         self._check()
         return await self.inner.evaluate(job)
 
+    async def recheck(self, job: Job) -> DecisionRecord:
+        """Re-decide at gate B, unless switched off."""
+        self._check()
+        return await self.inner.recheck(job)
+
     async def simulate(self, job: Job | dict[str, Any]) -> DecisionRecord:
         """Simulate, unless switched off."""
         self._check()

@@ -2,8 +2,8 @@
 
 1,000 jobs, each with its own idempotency key, are submitted by 8 clients that retry
 every request until it is answered, faster than the worker runs them, so at the kill
-jobs are queued, dispatched, running and reporting. Part-way through, the control plane is killed with
-SIGKILL and started again on the same data directory. An external SDK worker process,
+jobs are queued, dispatched, running and reporting. Part-way through, the control plane
+is killed with SIGKILL and started again on the same data directory. An external SDK worker process,
 which survives the crash, runs the jobs and appends each key to a log.
 
 Afterwards: exactly one job per key, every job SUCCEEDED, and every key's handler ran

@@ -175,3 +175,36 @@ async def test_fail_open_passes_labels_and_counts(tmp_path: Path) -> None:
         metrics = (await harness.http.get("/metrics")).text
         assert 'cordum_scheduler_input_fail_open_total{topic="job.test.delete"} 1.0' in metrics
         assert 'cordum_gateway_input_fail_open_total{topic="job.test.delete"} 1.0' in metrics
+
+
+VELOCITY = """
+version: "velocity-1"
+default_decision: deny
+rules:
+  - id: two-a-minute
+    match: {topics: ["job.test.run"]}
+    velocity: {max_requests: 2, window_seconds: 60, key: tenant}
+    decision: throttle
+    reason: at most two runs a minute
+  - id: allow-test
+    match: {topics: ["job.test.*"]}
+    decision: allow
+    reason: test jobs are allowed
+"""
+
+
+async def test_gate_b_does_not_count_velocity_twice(tmp_path: Path) -> None:
+    async with running_plane(tmp_path, policy_text=VELOCITY, **FAST) as harness:
+        worker = await BareWorker.register(harness.http)
+        first, second = await submitted(harness), await submitted(harness)
+        claimed = await worker.poll(wait_s=2)
+        while len(claimed) < 2:
+            claimed += await worker.poll(wait_s=2)
+        assert {j["job_id"] for j in claimed} == {first, second}
+        third = await harness.submit("job.test.run")
+        assert third.status_code == 429
+        gates = [
+            (d.gate.value, d.decision.value)
+            for d in await harness.plane.store.job_decisions(second)
+        ]
+        assert gates == [("A", "ALLOW"), ("B", "ALLOW")]

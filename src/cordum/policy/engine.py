@@ -178,6 +178,15 @@ class Policy:
         """What :meth:`evaluate` would answer, with no side effects (velocity is only read)."""
         return self._decide(to_policy_input(job, self._default_tenant), False)
 
+    def recheck(self, job: Any) -> DecisionRecord:
+        """Decide a job again after it was admitted (gate B).
+
+        Velocity rules are admission control: the job was counted when it was decided
+        the first time, so here they neither count it again nor throttle it; every other
+        rule applies as in :meth:`evaluate`.
+        """
+        return self._decide(to_policy_input(job, self._default_tenant), False, False)
+
     def explain(self, job: Any) -> Explanation:
         """The simulated decision plus, for every rule in order, whether it matched and why not."""
         normalized = to_policy_input(job, self._default_tenant)
@@ -233,7 +242,9 @@ class Policy:
 
     # --- evaluation -----------------------------------------------------------------------
 
-    def _decide(self, job: PolicyInput, record_velocity: bool) -> DecisionRecord:
+    def _decide(
+        self, job: PolicyInput, record_velocity: bool, check_velocity: bool = True
+    ) -> DecisionRecord:
         for rule in self._index.candidates(job):
             for test in rule.tests:
                 if not test(job):
@@ -242,6 +253,8 @@ class Policy:
                 gate = rule.velocity
                 if gate is None:
                     return self._after_allow(job, rule.record)
+                if not check_velocity:
+                    continue
                 counted = gate.count(job, self.velocity_store, record_velocity)
                 if counted.exceeded:
                     return self._after_allow(job, _throttled(rule.record, counted))

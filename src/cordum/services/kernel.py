@@ -27,6 +27,10 @@ class Kernel(Protocol):
         """Decide a job, counting velocity."""
         ...
 
+    async def recheck(self, job: Job) -> DecisionRecord:
+        """Decide an admitted job again (gate B): velocity rules neither count nor apply."""
+        ...
+
     async def simulate(self, job: Job | dict[str, Any]) -> DecisionRecord:
         """Decide a job without side effects."""
         ...
@@ -73,6 +77,10 @@ class LocalKernel:
     async def evaluate(self, job: Job) -> DecisionRecord:
         """See :meth:`Kernel.evaluate`."""
         return self.holder.policy.evaluate(job)
+
+    async def recheck(self, job: Job) -> DecisionRecord:
+        """See :meth:`Kernel.recheck`."""
+        return self.holder.policy.recheck(job)
 
     async def simulate(self, job: Job | dict[str, Any]) -> DecisionRecord:
         """See :meth:`Kernel.simulate`."""

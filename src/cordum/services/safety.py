@@ -55,6 +55,7 @@ class SafetyClient:
         timeout: float,
         breaker: CircuitBreaker,
         metrics: Metrics,
+        recheck: bool = False,
     ) -> None:
         self.kernel = kernel
         self.gate = gate
@@ -62,6 +63,7 @@ class SafetyClient:
         self.timeout = timeout
         self.breaker = breaker
         self.metrics = metrics
+        self.recheck = recheck
 
     async def check(self, job: Job) -> SafetyVerdict:
         """Decide ``job``; raises :class:`SafetyUnavailableError` when closed and unavailable.
@@ -73,10 +75,11 @@ class SafetyClient:
             return self._unavailable(job, "the circuit breaker is open after repeated failures")
         started = time.perf_counter()
         try:
+            ask = self.kernel.recheck if self.recheck else self.kernel.evaluate
             if self.kernel.remote:
-                record = await asyncio.wait_for(self.kernel.evaluate(job), self.timeout)
+                record = await asyncio.wait_for(ask(job), self.timeout)
             else:
-                record = await self.kernel.evaluate(job)
+                record = await ask(job)
         except InvalidJobError:
             raise
         except Exception as exc:  # any kernel failure is "unavailable", decided by fail mode
