@@ -68,6 +68,18 @@ def invalid(exc: ValidationError | RequestValidationError, what: str = "request"
     return ApiError(422, "invalid_request", f"invalid {what}: {summary}", details=problems)
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    path = request.url.path
+    for route in request.app.router.routes:
+        pattern = getattr(route, "path_regex", None)
+        route_methods = getattr(route, "methods", None)
+        if pattern is not None and route_methods and pattern.match(path):
+            methods |= set(route_methods)
+    return sorted(methods - {"HEAD"})
+
+
 def install(app: FastAPI) -> None:
     """Route every error through the one shape."""
 
@@ -83,9 +95,14 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         message = str(exc.detail)
+        headers = dict(exc.headers or {})
         if exc.status_code == 404:
             message = f"no such endpoint: {request.method} {request.url.path}"
-        return ApiError(exc.status_code, code, message).response()
+        if exc.status_code == 405:
+            allowed = ", ".join(_allowed_methods(request)) or headers.get("allow", "see /docs")
+            headers["Allow"] = allowed
+            message = f"{request.method} is not allowed on {request.url.path}; use {allowed}"
+        return ApiError(exc.status_code, code, message, headers=headers or None).response()
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:

@@ -111,7 +111,10 @@ async def list_approvals(
     """Jobs waiting for a human decision, newest first."""
     plane = plane_of(request)
     filters = JobFilter(states=frozenset({JobState.APPROVAL_REQUIRED}))
-    page = await plane.store.list_jobs(filters, cursor=cursor, limit=limit)
+    try:
+        page = await plane.store.list_jobs(filters, cursor=cursor, limit=limit)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_cursor", str(exc)) from None
     return {"approvals": [job_view(j) for j in page.jobs], "next_cursor": page.next_cursor}
 
 

@@ -227,10 +227,10 @@ async def deregister(request: Request, worker_id: str) -> Response:
 async def worker_socket(websocket: WebSocket, worker_id: str) -> None:
     """Push jobs and cancels; receive heartbeats, progress and results."""
     plane: ControlPlane = websocket.app.state.plane
+    await websocket.accept()
     if worker_id not in plane.directory.workers:
         await websocket.close(code=4404, reason="unknown worker; register it first")
         return
-    await websocket.accept()
     connection = await plane.connections.connect(worker_id)
     pusher = asyncio.create_task(_push(websocket, connection))
     try:
@@ -284,7 +284,14 @@ async def _on_frame(plane: ControlPlane, worker_id: str, frame: str) -> None:
             )
         else:
             log.warning("worker %s sent an unknown frame type %r", worker_id, kind)
-    except (ValueError, KeyError, TypeError, JobStateError, JobNotFoundError) as exc:
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        JobStateError,
+        JobNotFoundError,
+    ) as exc:
         log.warning("worker %s sent a frame that was refused: %s", worker_id, exc)
     except UnknownWorkerError:
         log.warning("worker %s is not registered; its frame was ignored", worker_id)

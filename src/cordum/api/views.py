@@ -41,6 +41,7 @@ def job_view(job: JobRecord) -> dict[str, Any]:
         "safety_rule_id": job.safety_rule_id,
         "safety_snapshot": job.safety_snapshot,
         "constraints": job.constraints,
+        "remediations": job.remediations,
         "approval": None if job.approval is None else job.approval.model_dump(mode="json"),
         "result": job.result,
         "error": None if job.error is None else job.error.model_dump(mode="json"),

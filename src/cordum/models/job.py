@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_TOPIC_LENGTH = 255
+MAX_DEADLINE_MS = 366 * 24 * 3600 * 1000
 
 
 class Priority(StrEnum):
@@ -44,7 +45,7 @@ class Job(BaseModel):
     principal_id: str | None = None
     idempotency_key: str | None = None
     priority: Priority | None = None
-    deadline_ms: int | None = Field(default=None, gt=0)
+    deadline_ms: int | None = Field(default=None, gt=0, le=MAX_DEADLINE_MS, strict=True)
 
     @model_validator(mode="before")
     @classmethod

@@ -80,6 +80,9 @@ class JobRecord(BaseModel):
     safety_rule_id: str | None = None
     safety_snapshot: str | None = None
     constraints: dict[str, Any] = Field(default_factory=dict)
+    remediations: list[dict[str, Any]] = Field(
+        default_factory=list, description="What the latest refusal offered instead."
+    )
     approval: Approval | None = None
     attempts: int = Field(default=0, description="How many times the job was handed to a worker.")
     scheduling_attempts: int = Field(default=0, description="Deferrals before dispatch.")

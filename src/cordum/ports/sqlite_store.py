@@ -508,6 +508,9 @@ def _job_filter_sql(filters: JobFilter) -> tuple[list[str], list[Any]]:
 
 def _cursor_value(cursor: str) -> int:
     try:
-        return int(cursor)
+        value = int(cursor)
     except ValueError:
-        raise ValueError(f"invalid cursor {cursor!r}; pass the next_cursor of a page") from None
+        value = -1
+    if not 0 <= value < 2**63:
+        raise ValueError(f"invalid cursor {cursor!r}; pass the next_cursor of a page")
+    return value

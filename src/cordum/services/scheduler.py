@@ -513,6 +513,7 @@ def _safety_changes(record: DecisionRecord, job: JobRecord, bypassed: bool) -> d
         "safety_rule_id": record.rule_id,
         "safety_snapshot": record.policy_snapshot,
         "constraints": record.constraints.to_dict(),
+        "remediations": [r.model_dump(mode="json") for r in record.remediations],
         "labels": labels,
     }
 
@@ -523,4 +524,5 @@ def _safety_changes_from_entry(entry: DecisionEntry) -> dict[str, object]:
         "safety_reason": entry.reason,
         "safety_rule_id": entry.rule_id,
         "safety_snapshot": entry.policy_snapshot,
+        "remediations": entry.remediations,
     }

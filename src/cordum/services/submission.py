@@ -176,6 +176,7 @@ class Submitter:
             safety_rule_id=record.rule_id,
             safety_snapshot=record.policy_snapshot,
             constraints=record.constraints.to_dict(),
+            remediations=[r.model_dump(mode="json") for r in record.remediations],
             error=error,
             retry_of=retry_of,
             created_at=now,
