@@ -349,6 +349,9 @@ async def test_cancel_stops_a_running_async_handler(
 
 
 @TRANSPORTS
+@pytest.mark.xfail(
+    reason="known bug: a cancel may not reach a WebSocket worker at full capacity", strict=False
+)
 async def test_cancel_reaches_a_worker_at_full_capacity(
     harness: Harness, client: AsyncClient, transport: str
 ) -> None:

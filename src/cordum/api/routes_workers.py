@@ -235,8 +235,13 @@ async def worker_socket(websocket: WebSocket, worker_id: str) -> None:
     pusher = asyncio.create_task(_push(websocket, connection))
     try:
         while True:
-            frame = await websocket.receive_text()
-            await _on_frame(plane, worker_id, frame)
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            if message.get("text") is None:
+                await websocket.close(code=1003, reason="send JSON text frames")
+                break
+            await _on_frame(plane, worker_id, message["text"])
     except WebSocketDisconnect:
         pass
     finally:
