@@ -123,7 +123,6 @@ class ControlPlane:
             interval=settings.reconcile_interval_s,
             dispatch_timeout=settings.dispatch_timeout_s,
             running_timeout=settings.running_timeout_s,
-            default_max_retries=settings.default_max_retries,
         )
         self.connections = WorkerConnections(self.bus, self.execution, self.workers)
         self.approvals = Approvals(self.store, self.bus, self.kernel, self.metrics)

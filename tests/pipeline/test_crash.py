@@ -13,7 +13,6 @@ in-process bus, a claim whose answer never reached the worker, a result in fligh
 
 from __future__ import annotations
 
-import socket
 import textwrap
 import threading
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.pipeline.harness import free_socket
 from tests.pipeline.processes import ServerProcess, start_script
 
 JOBS = 1_000
@@ -66,8 +66,7 @@ SERVER_ENV = {
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+    with free_socket() as sock:
         port: int = sock.getsockname()[1]
         return port
 

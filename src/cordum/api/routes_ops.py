@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -12,10 +13,12 @@ from cordum.api.deps import parse_job, plane_of
 from cordum.api.errors import ApiError, not_found
 from cordum.api.routes_jobs import JOB_BODY, require_job, submit_job
 from cordum.api.views import dlq_view, job_view
+from cordum.models import Job
 from cordum.models.state import JobState
 from cordum.policy import InvalidJobError
 from cordum.ports import JobFilter
 from cordum.services.approvals import ApprovalConflictError
+from cordum.services.kernel import Kernel
 
 router = APIRouter(prefix="/api/v1")
 health = APIRouter(tags=["health"])
@@ -24,43 +27,36 @@ health = APIRouter(tags=["health"])
 # --- policy -------------------------------------------------------------------------------
 
 
-async def _policy_job(request: Request) -> Any:
+async def _decide(request: Request, ask: Callable[[Kernel, Job], Awaitable[Any]]) -> Any:
+    """Parse the job body and put it to the kernel; a job the kernel refuses is a 422."""
     plane = plane_of(request)
     data = await read_object(request, plane.settings.max_body_bytes)
-    return parse_job(data, request, max_labels=plane.settings.max_labels)
+    job = parse_job(data, request, max_labels=plane.settings.max_labels)
+    try:
+        return (await ask(plane.kernel, job)).to_dict()
+    except InvalidJobError as exc:
+        raise ApiError(422, "invalid_job", str(exc)) from None
 
 
 @router.post("/policy/evaluate", tags=["policy"], openapi_extra=JOB_BODY)
 async def policy_evaluate(request: Request) -> dict[str, Any]:
     """Decide a job as gate A would (velocity rules count it); nothing is submitted."""
-    plane = plane_of(request)
-    job = await _policy_job(request)
-    try:
-        return (await plane.kernel.evaluate(job)).to_dict()
-    except InvalidJobError as exc:
-        raise ApiError(422, "invalid_job", str(exc)) from None
+    result: dict[str, Any] = await _decide(request, lambda kernel, job: kernel.evaluate(job))
+    return result
 
 
 @router.post("/policy/simulate", tags=["policy"], openapi_extra=JOB_BODY)
 async def policy_simulate(request: Request) -> dict[str, Any]:
     """Decide a job with no side effects at all."""
-    plane = plane_of(request)
-    job = await _policy_job(request)
-    try:
-        return (await plane.kernel.simulate(job)).to_dict()
-    except InvalidJobError as exc:
-        raise ApiError(422, "invalid_job", str(exc)) from None
+    result: dict[str, Any] = await _decide(request, lambda kernel, job: kernel.simulate(job))
+    return result
 
 
 @router.post("/policy/explain", tags=["policy"], openapi_extra=JOB_BODY)
 async def policy_explain(request: Request) -> dict[str, Any]:
     """The simulated decision plus each rule's trace."""
-    plane = plane_of(request)
-    job = await _policy_job(request)
-    try:
-        return (await plane.kernel.explain(job)).to_dict()
-    except InvalidJobError as exc:
-        raise ApiError(422, "invalid_job", str(exc)) from None
+    result: dict[str, Any] = await _decide(request, lambda kernel, job: kernel.explain(job))
+    return result
 
 
 # --- DLQ ----------------------------------------------------------------------------------

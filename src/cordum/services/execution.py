@@ -66,6 +66,19 @@ def assignment_of(job: JobRecord) -> JobAssignment:
     )
 
 
+def dlq_entry(job: JobRecord, code: DLQReason, message: str) -> DLQEntry:
+    """The DLQ entry for a job that gives up now."""
+    return DLQEntry(
+        job_id=job.id,
+        tenant_id=job.tenant_id,
+        topic=job.topic,
+        reason_code=code,
+        message=message,
+        attempts=job.attempts,
+        at=time.time(),
+    )
+
+
 class Execution:
     """Job operations called by workers and operators."""
 
@@ -156,19 +169,21 @@ class Execution:
             result = verdict.output
         return await self._finish(job, JobState.SUCCEEDED, {"result": result}, "succeeded")
 
-    async def _fail(self, job: JobRecord, error: JobError, retryable: bool) -> JobRecord:
+    def max_retries(self, job: JobRecord) -> int:
+        """Retries the job may have: its policy budget, else the configured default."""
         budgets = job.constraints.get("budgets") or {}
-        max_retries = budgets.get("max_retries", self.default_max_retries)
+        retries: int = budgets.get("max_retries", self.default_max_retries)
+        return retries
+
+    async def _fail(self, job: JobRecord, error: JobError, retryable: bool) -> JobRecord:
+        max_retries = self.max_retries(job)
         if retryable and job.attempts <= max_retries:
-            await self.store.transition(
-                job.id,
-                JobState.RETRYING,
-                expect=LIVE_STATES,
-                changes={"error": error},
-                reason=f"attempt {job.attempts} failed: {error.message}",
-            )
             return await self.requeue(
-                job.id, reason="retry after failure", delay_attempt=job.attempts
+                job.id,
+                reason="retry after failure",
+                why=f"attempt {job.attempts} failed: {error.message}",
+                error=error,
+                delay_attempt=job.attempts,
             )
         message = (
             f"{error.code}: {error.message} (attempt {job.attempts}, {max_retries} retries allowed)"
@@ -178,20 +193,33 @@ class Execution:
             JobState.FAILED,
             {"error": error},
             message,
-            dlq=self._dlq(job, DLQReason.MAX_RETRIES_EXCEEDED, message),
+            dlq=dlq_entry(job, DLQReason.MAX_RETRIES_EXCEEDED, message),
         )
 
     async def requeue(
-        self, job_id: str, *, reason: str, delay_attempt: int | None = None
+        self,
+        job_id: str,
+        *,
+        reason: str,
+        why: str | None = None,
+        error: JobError | None = None,
+        delay_attempt: int | None = None,
     ) -> JobRecord:
-        """Send a RETRYING (or DISPATCHED, never-claimed) job back to PENDING and notify."""
+        """Send a job back to PENDING and notify the scheduler.
+
+        A job still on a worker (DISPATCHED or RUNNING) goes through RETRYING first, with
+        ``why`` (default ``reason``) on that event and ``error`` recorded. Raises
+        :class:`~cordum.ports.ConflictError` if the job moved on meanwhile.
+        """
         job = await self._require(job_id)
-        if job.state is JobState.DISPATCHED:
-            job = (
-                await self.store.transition(
-                    job_id, JobState.RETRYING, expect={JobState.DISPATCHED}, reason=reason
-                )
-            ).job
+        if job.state in LIVE_STATES:
+            await self.store.transition(
+                job_id,
+                JobState.RETRYING,
+                expect={job.state},
+                changes=None if error is None else {"error": error},
+                reason=why or reason,
+            )
         due = None
         if delay_attempt is not None:
             due = time.time() + backoff(delay_attempt - 1, self.backoff_base_s, self.backoff_max_s)
@@ -223,10 +251,7 @@ class Execution:
         except ConflictError as exc:
             raise JobStateError(await self._require(job_id), "cancel") from exc
         self.metrics.finished.labels(JobState.CANCELLED.value).inc()
-        if outcome.previous in LIVE_STATES and job.worker_id:
-            note = {"job_id": job_id, "worker_id": job.worker_id}
-            await self.bus.publish(subjects.CANCEL, note)
-            await self.bus.publish(subjects.FINISHED, note)
+        await self._stop_worker(job, outcome.previous)
         return outcome.job
 
     async def time_out(self, job: JobRecord, message: str) -> JobRecord | None:
@@ -242,11 +267,15 @@ class Execution:
         except ConflictError:
             return None
         self.metrics.finished.labels(JobState.TIMEOUT.value).inc()
-        if outcome.previous in LIVE_STATES and job.worker_id:
+        await self._stop_worker(job, outcome.previous)
+        return outcome.job
+
+    async def _stop_worker(self, job: JobRecord, previous: JobState) -> None:
+        """Tell the worker of a job that was on it to stop, and free its slot."""
+        if previous in LIVE_STATES and job.worker_id:
             note = {"job_id": job.id, "worker_id": job.worker_id}
             await self.bus.publish(subjects.CANCEL, note)
             await self.bus.publish(subjects.FINISHED, note)
-        return outcome.job
 
     async def fail(self, job: JobRecord, code: DLQReason, message: str) -> JobRecord | None:
         """FAILED with a DLQ entry (the scheduler's and reconciler's way to give up)."""
@@ -256,7 +285,7 @@ class Execution:
                 JobState.FAILED,
                 {"error": JobError(code=code.value, message=message)},
                 message,
-                dlq=self._dlq(job, code, message),
+                dlq=dlq_entry(job, code, message),
             )
         except ConflictError:
             return None
@@ -275,18 +304,6 @@ class Execution:
         if outcome.changed:
             self.metrics.finished.labels(state.value).inc()
         return outcome.job
-
-    @staticmethod
-    def _dlq(job: JobRecord, code: DLQReason, message: str) -> DLQEntry:
-        return DLQEntry(
-            job_id=job.id,
-            tenant_id=job.tenant_id,
-            topic=job.topic,
-            reason_code=code,
-            message=message,
-            attempts=job.attempts,
-            at=time.time(),
-        )
 
     async def _require(self, job_id: str) -> JobRecord:
         job = await self.store.get_job(job_id)

@@ -57,7 +57,6 @@ class Reconciler:
         interval: float,
         dispatch_timeout: float,
         running_timeout: float,
-        default_max_retries: int,
     ) -> None:
         self.store = store
         self.scheduler = scheduler
@@ -66,7 +65,6 @@ class Reconciler:
         self.interval = interval
         self.dispatch_timeout = dispatch_timeout
         self.running_timeout = running_timeout
-        self.default_max_retries = default_max_retries
         self._task: asyncio.Task[None] | None = None
         self._started_at = time.time()
 
@@ -182,13 +180,10 @@ class Reconciler:
         if not worker_gone:
             return
         self.directory.release(job.id)
-        budgets = job.constraints.get("budgets") or {}
-        retries = budgets.get("max_retries", self.default_max_retries)
-        if job.idempotency_key is None and job.attempts <= retries:
-            await self.store.transition(
-                job.id, JobState.RETRYING, expect={JobState.RUNNING}, reason="worker lost"
+        if job.idempotency_key is None and job.attempts <= self.execution.max_retries(job):
+            await self.execution.requeue(
+                job.id, reason="worker lost while running; retried", why="worker lost"
             )
-            await self.execution.requeue(job.id, reason="worker lost while running; retried")
             return
         why = (
             "it has an idempotency key, so it is not run again"

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from cordum.models import Decision, DecisionRecord, Priority
 from cordum.models.pipeline import (
     DecisionEntry,
-    DLQEntry,
     DLQReason,
     Gate,
     JobError,
@@ -36,7 +35,7 @@ from cordum.models.state import JobState
 from cordum.policy import InvalidJobError
 from cordum.ports import Bus, ConflictError, Message, Store, Subscription
 from cordum.services import subjects
-from cordum.services.execution import Execution, assignment_of, backoff
+from cordum.services.execution import Execution, assignment_of, backoff, dlq_entry
 from cordum.services.metrics import Metrics
 from cordum.services.safety import SafetyClient, SafetyUnavailableError
 from cordum.services.submission import decision_entry
@@ -173,18 +172,14 @@ class Scheduler:
             since = job.started_at if job.state is JobState.RUNNING else job.dispatched_at
             if job.state not in (JobState.DISPATCHED, JobState.RUNNING) or (since or 0) > cutoff:
                 continue
-            try:
-                await self.store.transition(
-                    job_id,
-                    JobState.RETRYING,
-                    expect={job.state},
-                    reason=f"worker {worker_id} never received the job",
-                )
-            except ConflictError:
-                continue
             self.directory.release(job_id)
             self._forget_active(job_id)
-            await self.execution.requeue(job_id, reason="re-driven: the assignment was lost")
+            with contextlib.suppress(ConflictError):  # it moved on: nothing to re-drive
+                await self.execution.requeue(
+                    job_id,
+                    reason="re-driven: the assignment was lost",
+                    why=f"worker {worker_id} never received the job",
+                )
 
     def _forget_active(self, job_id: str) -> None:
         for active in self._tenant_active.values():
@@ -355,15 +350,7 @@ class Scheduler:
             },
             reason=message,
             decision=entry,
-            dlq=DLQEntry(
-                job_id=job.id,
-                tenant_id=job.tenant_id,
-                topic=job.topic,
-                reason_code=DLQReason.SAFETY_DENIED,
-                message=message,
-                attempts=job.attempts,
-                at=time.time(),
-            ),
+            dlq=dlq_entry(job, DLQReason.SAFETY_DENIED, message),
         )
         self.metrics.finished.labels(JobState.DENIED.value).inc()
 
