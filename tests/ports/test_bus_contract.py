@@ -3,9 +3,11 @@
 Pinned here: a publish reaches every plain subscription whose pattern matches (exact,
 ``*``, ``>``) and no other; a queue group gets each message once, on exactly one member,
 and distinct groups each get it; each subscription sees messages in publish order; a
-handler that raises is logged and delivery goes on; unsubscribe stops delivery (also from
-inside the handler); a closed bus refuses to publish; payloads arrive equal. Also a
-property test of ``subject_matches`` against a reference matcher written here.
+handler that raises is logged and delivery goes on; ``concurrency`` N runs up to N
+handlers at once (started in publish order), 1 (the default) exactly one; unsubscribe
+stops delivery (also from inside the handler) and waits for running handlers; a closed
+bus refuses to publish; payloads arrive equal. Also a property test of
+``subject_matches`` against a reference matcher written here.
 
 Negative checks ("nothing else arrived") never sleep: after the messages under test, each
 subscription is sent a flush message it matches, and since a subscription sees messages
@@ -266,6 +268,98 @@ async def test_a_handler_that_raises_is_logged_and_delivery_goes_on(bus, caplog)
         )
     ]
     assert len(logged) == 2, [r.getMessage() for r in caplog.records]
+
+
+# --- concurrency ---------------------------------------------------------------------------
+
+
+class Overlap:
+    """A handler that counts how many of its calls run at once, held until released."""
+
+    def __init__(self) -> None:
+        self.started: list[int] = []
+        self.finished: list[int] = []
+        self.running = 0
+        self.most = 0
+        self.release = asyncio.Event()
+        self._changed = asyncio.Event()
+
+    async def handler(self, message: Message) -> None:
+        self.started.append(message.data["n"])
+        self.running += 1
+        self.most = max(self.most, self.running)
+        self._changed.set()
+        try:
+            await self.release.wait()
+            await asyncio.sleep(0)
+        finally:
+            self.running -= 1
+            self.finished.append(message.data["n"])
+            self._changed.set()
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        async def wait() -> None:
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(wait(), TIMEOUT)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("queue", [None, "workers"])
+async def test_concurrency_runs_up_to_that_many_handlers_at_once(bus, queue):
+    overlap = Overlap()
+    await bus.subscribe("conc.*", overlap.handler, queue=queue, concurrency=4)
+    for n in range(10):
+        await bus.publish("conc.x", {"n": n})
+    await overlap.wait_until(lambda: overlap.running == 4)
+    for _ in range(5):
+        await asyncio.sleep(0)  # a fifth handler, if the bus wrongly started one, would be in
+    assert overlap.running == 4
+    overlap.release.set()
+    await overlap.wait_until(lambda: len(overlap.finished) == 10)
+    assert overlap.most == 4
+    assert overlap.started == list(range(10)), "handlers start in publish order"
+
+
+@pytest.mark.anyio
+async def test_by_default_a_subscription_handles_one_message_at_a_time(bus):
+    overlap = Overlap()
+    overlap.release.set()
+    await bus.subscribe("serial.*", overlap.handler)
+    for n in range(20):
+        await bus.publish("serial.x", {"n": n})
+    await overlap.wait_until(lambda: len(overlap.finished) == 20)
+    assert overlap.most == 1
+    assert overlap.finished == list(range(20))
+
+
+@pytest.mark.anyio
+async def test_unsubscribe_waits_for_every_concurrent_handler(bus):
+    overlap = Overlap()
+    subscription = await bus.subscribe("uconc.*", overlap.handler, concurrency=3)
+    for n in range(3):
+        await bus.publish("uconc.x", {"n": n})
+    await overlap.wait_until(lambda: overlap.running == 3)
+    leaving = asyncio.ensure_future(subscription.unsubscribe())
+    await asyncio.sleep(0)
+    assert not leaving.done(), "unsubscribe returned while handlers were still running"
+    overlap.release.set()
+    await asyncio.wait_for(leaving, TIMEOUT)
+    assert sorted(overlap.finished) == [0, 1, 2]
+    await bus.publish("uconc.x", {"n": 3})
+    probe = Inbox()
+    await bus.subscribe("uconc.*", probe.handler)
+    await flush(bus, {"uconc.*": probe})
+    assert sorted(overlap.started) == [0, 1, 2]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("concurrency", [0, -1])
+async def test_a_concurrency_below_one_is_refused(bus, concurrency):
+    with pytest.raises(ValueError, match="concurrency"):
+        await bus.subscribe("bad.*", Inbox().handler, concurrency=concurrency)
 
 
 # --- unsubscribe and close -------------------------------------------------------------------

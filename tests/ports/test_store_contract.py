@@ -396,6 +396,69 @@ async def test_changes_are_applied_with_the_transition(store):
     assert listed == await store.get_job(job.id)
 
 
+async def test_via_takes_two_steps_in_one_write_with_an_event_each(store):
+    job = await create_in(store, S.PENDING)
+    decision = make_decision(job, gate=Gate.DISPATCH)
+    at = next_time()
+    outcome = await store.transition(
+        job.id,
+        S.DISPATCHED,
+        expect={S.PENDING},
+        via=S.SCHEDULED,
+        via_reason="gate B: ALLOW",
+        reason="dispatched to w-1",
+        changes={"worker_id": "w-1"},
+        decision=decision,
+        now=at,
+    )
+    assert outcome.changed
+    assert outcome.previous is S.PENDING
+    assert outcome.job.state is S.DISPATCHED
+    assert outcome.job.worker_id == "w-1"
+    assert await store.get_job(job.id) == outcome.job
+    events = await store.job_events(job.id)
+    assert [(e.from_state, e.to_state, e.reason, e.at) for e in events[-2:]] == [
+        (S.PENDING, S.SCHEDULED, "gate B: ALLOW", at),
+        (S.SCHEDULED, S.DISPATCHED, "dispatched to w-1", at),
+    ]
+    assert_legal_chain(events, S.DISPATCHED)
+    assert (await store.job_decisions(job.id))[-1] == decision
+    assert len(await store.job_decisions(job.id)) == 2
+
+
+@pytest.mark.parametrize(
+    ("start", "via", "target"),
+    [
+        (S.PENDING, S.RUNNING, S.SUCCEEDED),  # first step illegal
+        (S.PENDING, S.SCHEDULED, S.SUCCEEDED),  # second step illegal
+        (S.SUCCEEDED, S.PENDING, S.SCHEDULED),  # out of a terminal state
+    ],
+)
+async def test_via_with_an_illegal_step_raises_and_writes_nothing(store, start, via, target):
+    job = await create_in(store, start)
+    before = await snapshot(store, job.id)
+    with pytest.raises(IllegalTransitionError):
+        await store.transition(
+            job.id, target, via=via, decision=make_decision(job), dlq=make_dlq(job)
+        )
+    assert await snapshot(store, job.id) == before
+
+
+async def test_via_respects_expect_and_repeats(store):
+    job = await create_in(store, S.SCHEDULED)
+    before = await snapshot(store, job.id)
+    with pytest.raises(ConflictError):
+        await store.transition(job.id, S.DISPATCHED, expect={S.PENDING}, via=S.SCHEDULED)
+    assert await snapshot(store, job.id) == before
+    dispatched = await create_in(store, S.DISPATCHED)
+    before = await snapshot(store, dispatched.id)
+    outcome = await store.transition(
+        dispatched.id, S.DISPATCHED, expect={S.PENDING}, via=S.SCHEDULED
+    )
+    assert outcome.changed is False
+    assert await snapshot(store, dispatched.id) == before
+
+
 async def test_decision_and_dlq_entry_are_written_with_the_transition(store):
     job = await create_in(store, S.PENDING)
     decision = make_decision(job, gate=Gate.DISPATCH, decision=Decision.DENY, reason="no")

@@ -11,7 +11,7 @@ DEMO_POOL = "demo"
 
 def build_demo_worker(worker_id: str | None = None) -> Worker:
     """One in-process worker serving every ``job.demo.*`` topic."""
-    worker = Worker(pool=DEMO_POOL, topics=["job.demo.*"], concurrency=16, worker_id=worker_id)
+    worker = Worker(pool=DEMO_POOL, topics=["job.demo.*"], concurrency=128, worker_id=worker_id)
 
     @worker.handle("job.demo.greet")
     async def greet(ctx: JobContext) -> dict[str, Any]:

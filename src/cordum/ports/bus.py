@@ -50,11 +50,20 @@ class Bus(Protocol):
         ...
 
     async def subscribe(
-        self, subject: str, handler: BusHandler, *, queue: str | None = None
+        self,
+        subject: str,
+        handler: BusHandler,
+        *,
+        queue: str | None = None,
+        concurrency: int = 1,
     ) -> Subscription:
         """Call ``handler`` for every message on ``subject`` (a pattern with * and >).
 
-        A handler that raises is logged; the subscription keeps running.
+        With ``concurrency`` 1 the handler runs for one message at a time, in publish
+        order. With N > 1 up to N calls run at once: handlers start in publish order but
+        may finish in any order (for handlers whose messages are independent, such as one
+        job each, so one waiting on I/O does not hold up the rest). A handler that raises
+        is logged; the subscription keeps running. ``concurrency`` < 1 is a ValueError.
         """
         ...
 

@@ -1,7 +1,8 @@
 """The embedded Bus: asyncio queues inside one process.
 
-Each subscription owns a queue and a task that drains it, so a slow handler delays only
-its own subscription and per-subscriber order is kept. Subscribers receive the
+Each subscription owns a queue and as many tasks draining it as its ``concurrency``, so a
+slow handler delays only its own subscription, and with one task per-subscriber order is
+kept. Subscribers receive the
 published dict itself, not a copy (this is the hot path): handlers must treat it as
 read-only. Queue groups pick members round
 robin. Like every bus here it carries notifications only; the store is the truth.
@@ -28,13 +29,21 @@ class BusClosedError(RuntimeError):
 class MemorySubscription:
     """One subscriber: a queue and the task feeding its handler."""
 
-    def __init__(self, bus: MemoryBus, subject: str, queue: str | None, handler: BusHandler):
+    def __init__(
+        self,
+        bus: MemoryBus,
+        subject: str,
+        queue: str | None,
+        handler: BusHandler,
+        concurrency: int,
+    ) -> None:
         self.subject = subject
         self.queue = queue
         self._bus = bus
         self._handler = handler
         self._inbox: asyncio.Queue[Message | None] = asyncio.Queue()
-        self._task = asyncio.get_running_loop().create_task(self._drain())
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._drain()) for _ in range(concurrency)]
 
     def deliver(self, message: Message) -> None:
         """Queue a message for the handler."""
@@ -48,12 +57,14 @@ class MemorySubscription:
                 log.exception("bus handler for %s failed on %s", self.subject, message.subject)
 
     async def unsubscribe(self) -> None:
-        """Stop delivery; the message being handled finishes first."""
+        """Stop delivery; messages being handled finish first."""
         self._bus.forget(self)
-        self._inbox.put_nowait(None)
-        if asyncio.current_task() is self._task:
-            return  # a handler unsubscribing itself: its task ends after the handler returns
-        await asyncio.shield(self._task)
+        for _ in self._tasks:
+            self._inbox.put_nowait(None)
+        # a handler unsubscribing itself: its own task ends after the handler returns
+        others = [task for task in self._tasks if task is not asyncio.current_task()]
+        if others:
+            await asyncio.shield(asyncio.gather(*others))
 
 
 class MemoryBus:
@@ -85,14 +96,21 @@ class MemoryBus:
                 members[turn % len(members)].deliver(message)
 
     async def subscribe(
-        self, subject: str, handler: BusHandler, *, queue: str | None = None
+        self,
+        subject: str,
+        handler: BusHandler,
+        *,
+        queue: str | None = None,
+        concurrency: int = 1,
     ) -> MemorySubscription:
         """See :meth:`cordum.ports.bus.Bus.subscribe`."""
         if self._closed:
             raise BusClosedError("the bus is closed")
         if not valid_subject(subject, pattern=True):
             raise ValueError(f"invalid subject pattern {subject!r}")
-        sub = MemorySubscription(self, subject, queue, handler)
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+        sub = MemorySubscription(self, subject, queue, handler, concurrency)
         if queue is None:
             self._plain.append(sub)
         else:

@@ -263,6 +263,8 @@ class SqliteStore:
         decision: DecisionEntry | None = None,
         dlq: DLQEntry | None = None,
         now: float | None = None,
+        via: JobState | None = None,
+        via_reason: str = "",
     ) -> TransitionOutcome:
         """See :meth:`cordum.ports.store.Store.transition`."""
         current = self._require(job_id)
@@ -271,8 +273,12 @@ class SqliteStore:
             raise ConflictError(job_id, previous, expect)
         if previous == target:
             return TransitionOutcome(job=current, changed=False, previous=previous)
-        if not can_transition(previous, target):
-            raise IllegalTransitionError(job_id, previous, target)
+        steps = [(previous, target, reason)]
+        if via is not None:
+            steps = [(previous, via, via_reason), (via, target, reason)]
+        for source, destination, _ in steps:
+            if not can_transition(source, destination):
+                raise IllegalTransitionError(job_id, source, destination)
         at = time.time() if now is None else now
         update = _checked_changes(changes)
         update["state"] = target
@@ -282,7 +288,8 @@ class SqliteStore:
         job = current.model_copy(update=update)
         async with self._tx() as db:
             self._write_job(db, job)
-            self._insert_event(db, job_id, previous, target, at, reason)
+            for source, destination, why in steps:
+                self._insert_event(db, job_id, source, destination, at, why)
             if decision is not None:
                 self._insert_decision(db, decision)
             if dlq is not None:

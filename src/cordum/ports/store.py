@@ -128,8 +128,14 @@ class Store(Protocol):
         decision: DecisionEntry | None = None,
         dlq: DLQEntry | None = None,
         now: float | None = None,
+        via: JobState | None = None,
+        via_reason: str = "",
     ) -> TransitionOutcome:
         """Move a job to ``target`` atomically, with its event (and decision, DLQ entry).
+
+        ``via`` passes through an intermediate state in the same write: both steps must
+        be legal, and each gets its own event (``via_reason``, then ``reason``), so the
+        history reads exactly as two transitions would, at the cost of one.
 
         A repeat of the current state changes nothing and reports ``changed=False``, even
         when ``expect`` does not include it (so concurrent callers that race to the same

@@ -1,14 +1,17 @@
-"""Reports a worker owes the server, sent one at a time in the order they were made.
+"""Reports a worker owes the server, each job's in the order they were made.
 
-Order matters: a job's progress must not arrive after its result. A single pump sends the
-head of the queue and only removes it once delivery has succeeded (or was given up).
+Order matters within a job: its progress must not arrive after its result. Different jobs'
+reports are independent, so the pump sends everything queued at once, one sequence per
+job, and removes a report only once its delivery has succeeded (or was given up). Sending
+them together rather than one by one lets a server commit a burst of results at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +38,9 @@ class ResultReport:
 
 
 Report = ProgressReport | ResultReport
+
+BATCH_LIMIT = 256
+"""Reports sent at once, at most."""
 
 
 class Outbox:
@@ -67,10 +73,20 @@ class Outbox:
 
     async def pump(self, deliver: Callable[[Report], Awaitable[None]]) -> None:
         """Send reports forever; ``deliver`` returns once a report is delivered or dropped."""
+
+        async def in_order(reports: Iterable[Report]) -> None:
+            for report in reports:
+                await deliver(report)
+
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
-                await deliver(self._pending[0])
-                self._pending.popleft()
+                batch = list(itertools.islice(self._pending, BATCH_LIMIT))
+                by_job: dict[str, list[Report]] = {}
+                for report in batch:
+                    by_job.setdefault(report.job_id, []).append(report)
+                await asyncio.gather(*(in_order(reports) for reports in by_job.values()))
+                for _ in batch:
+                    self._pending.popleft()
             self._idle.set()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 from cordum.models.pipeline import JobAssignment, JobError
@@ -40,31 +41,37 @@ class Connection:
         self.inbox.put_nowait(JobAssignment.model_validate(message.data))
 
     async def take(self, max_jobs: int, wait_s: float) -> list[Item]:
-        """Up to ``max_jobs`` claimed assignments (plus any cancels), waiting up to ``wait_s``."""
-        items: list[Item] = []
-        jobs = 0
-        deadline = asyncio.get_running_loop().time() + max(0.0, wait_s)
-        while jobs < max_jobs:
+        """Up to ``max_jobs`` claimed assignments (plus any cancels), waiting up to ``wait_s``.
+
+        Everything already queued is claimed at once, so the claims share one commit.
+        Cancels come after the jobs taken with them: a cancel queued before a job was
+        claimed already made the claim fail, so one listed here is for a job that runs.
+        """
+        jobs: list[Item] = []
+        cancels: list[Item] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, wait_s)
+        while len(jobs) < max_jobs:
+            pulled: list[Item] = []
+            claims: list[Coroutine[Any, Any, JobAssignment | None]] = []
             if self.inbox.empty():
-                if items:
+                remaining = deadline - loop.time()
+                if jobs or cancels or remaining <= 0 or self.closed.is_set():
                     break
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0 or self.closed.is_set():
+                first = await self._next(remaining)
+                if first is None:
                     break
-                item_or_none = await self._next(remaining)
-                if item_or_none is None:
+                pulled.append(first)
+            while pulled or not self.inbox.empty():
+                item = pulled.pop() if pulled else self.inbox.get_nowait()
+                if isinstance(item, str):
+                    cancels.append(item)
+                else:
+                    claims.append(self.execution.claim(self.worker_id, item.job_id))
+                if len(jobs) + len(claims) >= max_jobs:
                     break
-                item = item_or_none
-            else:
-                item = self.inbox.get_nowait()
-            if isinstance(item, str):
-                items.append(item)
-                continue
-            claimed = await self.execution.claim(self.worker_id, item.job_id)
-            if claimed is not None:
-                items.append(claimed)
-                jobs += 1
-        return items
+            jobs.extend(claimed for claimed in await asyncio.gather(*claims) if claimed is not None)
+        return [*jobs, *cancels]
 
     async def _next(self, timeout: float) -> JobAssignment | str | None:
         """The next inbox item, or None when the wait ends or the connection closes."""

@@ -2,10 +2,13 @@
 
 For each PENDING job: find its pool, reserve a slot on the least-loaded live worker,
 ask the kernel again (gate B, invariant 3), and only on ALLOW record SCHEDULED and
-DISPATCHED and publish the assignment to ``worker.<id>.jobs``. Anything that prevents a
-dispatch now (no workers, kernel unavailable in fail-closed mode, throttle, tenant limit)
-defers the job with backoff; after ``max_scheduling_attempts`` it fails to the DLQ. Jobs
-waiting only for a free slot wait in a per-pool queue, woken when a slot frees.
+DISPATCHED (one write, two events) and publish the assignment to ``worker.<id>.jobs``.
+Anything that prevents a dispatch now (no workers, kernel unavailable in fail-closed
+mode, throttle, tenant limit) defers the job with backoff; after
+``max_scheduling_attempts`` it fails to the DLQ. Jobs waiting only for a free slot wait
+in a per-pool queue, woken in batches as slots free. Many jobs are in flight at once:
+each waits on store commits, and one at a time a busy process would move one job per
+event-loop turn.
 
 All of this is driven by bus notices, but none depends on them: the reconciler re-drives
 every job from the store (invariant 1).
@@ -57,6 +60,9 @@ class SchedulerSettings:
     pool_queue_limit: int = 100_000
     unclaimed_grace_s: float = 10.0
     """A RUNNING job its worker does not report after this long never reached it."""
+    concurrency: int = 64
+    """Jobs decided and dispatched at once. Each waits on store commits; one at a time,
+    a busy process would move one job per event-loop turn."""
 
 
 class Scheduler:
@@ -82,6 +88,7 @@ class Scheduler:
         self._busy: set[str] = set()
         self._waiting: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
         self._waiting_ids: set[str] = set()
+        self._waking: dict[str, int] = defaultdict(int)
         self._want_workers: set[str] = set()
         self._order = itertools.count()
         self._timers: list[tuple[float, int, str, str]] = []
@@ -99,7 +106,12 @@ class Scheduler:
             (subjects.FINISHED, self._on_finished),
         ):
             self._subscriptions.append(
-                await self.bus.subscribe(subject, handler, queue=subjects.SCHEDULER_QUEUE)
+                await self.bus.subscribe(
+                    subject,
+                    handler,
+                    queue=subjects.SCHEDULER_QUEUE,
+                    concurrency=self.settings.concurrency,
+                )
             )
         self._subscriptions.append(await self.bus.subscribe(subjects.HEARTBEAT, self._on_worker))
         self._tasks.append(asyncio.create_task(self._timer_loop(), name="scheduler-timers"))
@@ -296,33 +308,30 @@ class Scheduler:
             )
             return False
         changes = _safety_changes(record, job, verdict.bypassed)
-        changes.update(next_attempt_at=None, waiting_reason=None)
         worker_id = worker.record.worker_id
+        changes.update(
+            next_attempt_at=None,
+            waiting_reason=None,
+            worker_id=worker_id,
+            pool=worker.record.pool,
+            attempts=job.attempts + 1,
+            dispatched_at=now,
+        )
         try:
-            scheduled = await self.store.transition(
-                job.id,
-                JobState.SCHEDULED,
-                expect={JobState.PENDING},
-                changes=changes,
-                reason=f"gate B: {record.decision.value}",
-                decision=entry,
-            )
-            if not scheduled.changed:
-                return False
             dispatched = await self.store.transition(
                 job.id,
                 JobState.DISPATCHED,
-                expect={JobState.SCHEDULED},
-                changes={
-                    "worker_id": worker_id,
-                    "pool": worker.record.pool,
-                    "attempts": job.attempts + 1,
-                    "dispatched_at": now,
-                },
+                via=JobState.SCHEDULED,
+                via_reason=f"gate B: {record.decision.value}",
+                expect={JobState.PENDING},
+                changes=changes,
                 reason=f"dispatched to worker {worker_id}",
+                decision=entry,
             )
         except ConflictError:
             return False  # cancelled (or timed out) while we were deciding
+        if not dispatched.changed:
+            return False
         self._tenant_active[(job.tenant_id, job.topic)].add(job.id)
         try:
             await self.bus.publish(
@@ -408,19 +417,35 @@ class Scheduler:
         self._waiting_ids.add(job.id)
 
     async def _wake_pool(self, pool: str) -> None:
+        """Dispatch parked jobs, highest priority first, while the pool has free slots.
+
+        Jobs are taken in batches as large as the free slots and scheduled concurrently,
+        so their store writes share commits. ``_waking`` counts jobs taken off the queue
+        but not yet settled, so concurrent wakes do not take the same slot twice; a job
+        that still finds no worker parks again.
+        """
         queue = self._waiting.get(pool)
         while queue:
-            _, _, job_id = queue[0]
-            job = await self.store.get_job(job_id)
-            if job is None or job.state is not JobState.PENDING:
+            batch: list[str] = []
+            while queue:
+                _, _, job_id = queue[0]
+                job = await self.store.get_job(job_id)
+                if job is None or job.state is not JobState.PENDING:
+                    heapq.heappop(queue)
+                    self._waiting_ids.discard(job_id)
+                    continue
+                if self.directory.free_slots(pool, job.topic) <= self._waking[pool]:
+                    break
                 heapq.heappop(queue)
                 self._waiting_ids.discard(job_id)
-                continue
-            if self.directory.pick(pool, job.topic) is None:
+                self._waking[pool] += 1
+                batch.append(job_id)
+            if not batch:
                 return
-            heapq.heappop(queue)
-            self._waiting_ids.discard(job_id)
-            await self.schedule(job_id)
+            try:
+                await asyncio.gather(*(self.schedule(job_id) for job_id in batch))
+            finally:
+                self._waking[pool] -= len(batch)
 
     # --- timers ---------------------------------------------------------------------------
 

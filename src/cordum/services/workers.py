@@ -188,6 +188,10 @@ class WorkerDirectory:
             and any(subject_matches(p, topic) for p in w.record.topics)
         ]
 
+    def free_slots(self, pool: str, topic: str) -> int:
+        """Free slots across the candidates for ``topic`` in ``pool``."""
+        return sum(max(0, worker.free_slots) for worker in self.candidates(pool, topic))
+
     def pick(self, pool: str, topic: str) -> LiveWorker | None:
         """The least-loaded candidate with a free slot, or None."""
         best: LiveWorker | None = None
