@@ -434,13 +434,15 @@ def assert_unavailable(exc: CordumUnavailable, path: str) -> None:
 
 @pytest.mark.anyio
 async def test_nothing_listening_is_cordum_unavailable() -> None:
-    async with AsyncClient(f"http://127.0.0.1:{free_port()}", timeout=2) as agent:
+    base = f"http://127.0.0.1:{free_port()}"
+    async with AsyncClient(base, timeout=2) as agent:
         with pytest.raises(CordumUnavailable) as submitting:
             await agent.submit("job.demo.greet")
         with pytest.raises(CordumUnavailable) as waiting:
             await agent.wait("some-job", timeout=1)
-    assert_unavailable(submitting.value, "POST /api/v1/jobs")
-    assert_unavailable(waiting.value, "GET /api/v1/jobs/some-job")
+    assert_unavailable(submitting.value, f"POST {base}/api/v1/jobs")
+    assert_unavailable(waiting.value, f"GET {base}/api/v1/jobs/some-job")
+    assert "CORDUM_URL" in str(submitting.value), "says which setting to check"
 
 
 @pytest.mark.anyio
@@ -518,12 +520,10 @@ def test_sync_idempotency_and_cancel(sync_client: Client) -> None:
 
 
 def test_sync_nothing_listening_is_cordum_unavailable() -> None:
-    with (
-        Client(f"http://127.0.0.1:{free_port()}", timeout=2) as agent,
-        pytest.raises(CordumUnavailable) as caught,
-    ):
+    base = f"http://127.0.0.1:{free_port()}"
+    with Client(base, timeout=2) as agent, pytest.raises(CordumUnavailable) as caught:
         agent.submit("job.demo.greet")
-    assert_unavailable(caught.value, "POST /api/v1/jobs")
+    assert_unavailable(caught.value, f"POST {base}/api/v1/jobs")
 
 
 def test_sync_environment_variables(server: CordumUp, monkeypatch: pytest.MonkeyPatch) -> None:

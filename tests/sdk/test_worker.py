@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 
 from cordum.sdk import AsyncClient, JobCancelled, JobContext, JobFailed, Worker
+from cordum.services.connections import InProcessLink
 from tests.pipeline.harness import Harness, running_plane
 from tests.sdk.servers import clean_env
 
@@ -60,7 +61,8 @@ SETTINGS = {
     "backoff_max_s": 0.2,
     "default_max_retries": 1,
 }
-TRANSPORTS = pytest.mark.parametrize("transport", ["http", "websocket"])
+TRANSPORTS = pytest.mark.parametrize("transport", ["http", "websocket", "inprocess"])
+"""Every way a worker connects; ``inprocess`` runs it inside the served plane."""
 
 
 @pytest.fixture
@@ -81,7 +83,7 @@ def make_worker(harness: Harness, transport: str, **options: Any) -> Worker:
         pool=POOL,
         topics=["job.w.*"],
         url=harness.url,
-        transport=transport,
+        transport="http" if transport == "inprocess" else transport,
         heartbeat_interval=0.5,
         drain_timeout=10,
         **options,
@@ -112,9 +114,12 @@ async def live_worker(harness: Harness) -> dict[str, Any] | None:
 
 
 @contextlib.asynccontextmanager
-async def serving(harness: Harness, worker: Worker) -> AsyncIterator[asyncio.Task[None]]:
+async def serving(
+    harness: Harness, worker: Worker, transport: str
+) -> AsyncIterator[asyncio.Task[None]]:
     """``worker.serve()`` in a task, registered before the block; stopped after it."""
-    task = asyncio.create_task(worker.serve())
+    link = InProcessLink(harness.plane.connections) if transport == "inprocess" else None
+    task = asyncio.create_task(worker.serve(link=link))
     try:
         await until(lambda: live_worker(harness))
         yield task
@@ -160,7 +165,7 @@ async def test_sync_and_async_handlers_get_the_job(
     async def bounded(ctx: JobContext) -> dict[str, Any]:
         return {"constraints": ctx.constraints}
 
-    async with serving(harness, worker):
+    async with serving(harness, worker, transport):
         answer = await client.submit("job.w.async", {"n": [1, 2]}, labels={"team": "blue"})
         assert await client.wait(answer["job_id"], timeout=10) == {
             "kind": "async",
@@ -204,7 +209,7 @@ async def test_progress_is_visible_on_the_job(
         return "thread done"
 
     try:
-        async with serving(harness, worker):
+        async with serving(harness, worker, transport):
             cases = [
                 ("job.w.async", release_loop.set, "halfway", 50, {"step": 2}, "loop done"),
                 (
@@ -272,7 +277,7 @@ async def test_no_more_than_concurrency_handlers_run_at_once(
         finally:
             leave()
 
-    async with serving(harness, worker):
+    async with serving(harness, worker, transport):
         topics = ["job.w.async", "job.w.sync"] * 3
         answers = [await client.submit(topic) for topic in topics]
         for answer in answers:
@@ -291,7 +296,7 @@ async def test_a_topic_without_a_handler_fails_with_no_handler(
     async def on_loop(ctx: JobContext) -> str:
         return "ok"
 
-    async with serving(harness, worker):
+    async with serving(harness, worker, transport):
         with pytest.raises(JobFailed) as caught:
             await client.submit("job.w.unhandled", wait=True, timeout=10)
         assert await client.submit("job.w.async", wait=True, timeout=10) == "ok"
@@ -322,7 +327,7 @@ async def _cancel_a_running_handler(
     async def quick(ctx: JobContext) -> str:
         return "still serving"
 
-    async with serving(harness, worker):
+    async with serving(harness, worker, transport):
         job_id = (await client.submit("job.w.long"))["job_id"]
         await asyncio.wait_for(started.wait(), 5)
         assert (await client.cancel(job_id))["state"] == "CANCELLED"
@@ -348,20 +353,7 @@ async def test_cancel_stops_a_running_async_handler(
     await _cancel_a_running_handler(harness, client, transport, concurrency=4)
 
 
-@pytest.mark.parametrize(
-    "transport",
-    [
-        "http",
-        pytest.param(
-            "websocket",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="known bug: a full worker stops calling receive(), where WebSocket"
-                " cancels arrive",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("transport", ["http", "websocket", "inprocess"])
 async def test_cancel_reaches_a_worker_at_full_capacity(
     harness: Harness, client: AsyncClient, transport: str
 ) -> None:
@@ -383,7 +375,7 @@ async def test_stop_drains_the_running_job_then_deregisters(
         await release.wait()
         return {"drained": True}
 
-    async with serving(harness, worker) as task:
+    async with serving(harness, worker, transport) as task:
         registered = await live_worker(harness)
         assert registered is not None
         worker_id = registered["worker_id"]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
 from cordum import __version__
 from cordum.api import errors
+from cordum.api.routes_jobs import JOB_SCHEMAS
 from cordum.api.routes_jobs import router as jobs_router
 from cordum.api.routes_ops import health
 from cordum.api.routes_ops import router as ops_router
@@ -43,4 +45,19 @@ def create_app(plane: ControlPlane, *, on_start: Hook | None = None) -> FastAPI:
     app.include_router(ops_router)
     app.include_router(workers_router)
     app.include_router(health)
+    _publish_job_schemas(app)
     return app
+
+
+def _publish_job_schemas(app: FastAPI) -> None:
+    """Add the job body's nested schemas to the OpenAPI document FastAPI generates."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = generate()
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        for name, schema in JOB_SCHEMAS.items():
+            schemas.setdefault(name, schema)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]

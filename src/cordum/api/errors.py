@@ -7,6 +7,7 @@ to change. Validation errors list each bad field. A 500 means a bug in Cordum.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,6 +17,8 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
+
+HTTP_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "OPTIONS", "PATCH", "TRACE"})
 
 
 class ApiError(Exception):
@@ -69,15 +72,22 @@ def invalid(exc: ValidationError | RequestValidationError, what: str = "request"
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route serves at this path (Starlette names only the first route's)."""
-    methods: set[str] = set()
+    """Every method the API documents at this path (Starlette names only one route's).
+
+    Read from the OpenAPI document, the public description of every route, rather than
+    from the router's internals, which differ between FastAPI versions.
+    """
+    app = request.app
+    table: list[tuple[re.Pattern[str], set[str]]] | None = getattr(app.state, "allow_table", None)
+    if table is None:
+        table = []
+        for template, operations in app.openapi().get("paths", {}).items():
+            pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+            methods = {method.upper() for method in operations if method.upper() in HTTP_METHODS}
+            table.append((re.compile(f"^{pattern}$"), methods))
+        app.state.allow_table = table
     path = request.url.path
-    for route in request.app.router.routes:
-        pattern = getattr(route, "path_regex", None)
-        route_methods = getattr(route, "methods", None)
-        if pattern is not None and route_methods and pattern.match(path):
-            methods |= set(route_methods)
-    return sorted(methods - {"HEAD"})
+    return sorted({m for pattern, methods in table if pattern.match(path) for m in methods})
 
 
 def install(app: FastAPI) -> None:

@@ -27,10 +27,15 @@ from cordum.wiring import ControlPlane
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 
+# The body is read by hand (strict JSON, clear errors), so FastAPI cannot describe it:
+# the job's schema is given explicitly, its nested models published under components.
+_JOB_SCHEMA = Job.model_json_schema(by_alias=False, ref_template="#/components/schemas/{model}")
+JOB_SCHEMAS: dict[str, Any] = _JOB_SCHEMA.pop("$defs", {})
+"""Schemas the job body refers to, for ``components.schemas`` of /openapi.json."""
 JOB_BODY = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": Job.model_json_schema(by_alias=False)}},
+        "content": {"application/json": {"schema": _JOB_SCHEMA}},
     }
 }
 

@@ -29,6 +29,8 @@ log = logging.getLogger("cordum.sdk.worker")
 POLL_WAIT_S = 25.0
 FINAL_GRACE_S = 5.0
 """After the drain: how long stragglers' reports and the goodbye may take."""
+EARLY_CANCELS_KEPT = 10_000
+"""Cancels for jobs not (yet) running that are remembered, oldest forgotten first."""
 MAX_UNEXPECTED = 5
 """Tries for a result whose delivery fails in an unexpected way before it is dropped."""
 
@@ -76,6 +78,7 @@ class Session:
         self._no_jobs = asyncio.Event()
         self._no_jobs.set()
         self._threads = ThreadPoolExecutor(concurrency, thread_name_prefix="cordum-handler")
+        self._early_cancels: dict[str, None] = {}
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -83,6 +86,7 @@ class Session:
         """Register, serve until ``stop`` is set, drain (cut short by ``force``), leave."""
         background: list[asyncio.Task[Any]] = []
         try:
+            self.link.listen_for_cancels(self.cancel)
             if not await _first(self.registration.connect(), stop.wait()):
                 return
             receiver = asyncio.create_task(self._receive_loop())
@@ -179,9 +183,16 @@ class Session:
                 self.cancel(job_id)
 
     def cancel(self, job_id: str) -> None:
-        """The server cancelled a job: stop an async handler, flag a threaded one."""
+        """The server cancelled a job: stop an async handler, flag a threaded one.
+
+        A pushed cancel can overtake its job (still on its way through ``receive``); it
+        is remembered so the job never starts.
+        """
         running = self.active.get(job_id)
         if running is None:
+            self._early_cancels[job_id] = None
+            if len(self._early_cancels) > EARLY_CANCELS_KEPT:
+                del self._early_cancels[next(iter(self._early_cancels))]
             return
         log.info("job %s was cancelled by the server", job_id)
         running.ctx.mark_cancelled()
@@ -193,6 +204,10 @@ class Session:
     def _start(self, assignment: JobAssignment) -> None:
         if assignment.job_id in self.active:
             return  # delivered twice; the first copy is already running
+        if assignment.job_id in self._early_cancels:
+            del self._early_cancels[assignment.job_id]
+            log.info("job %s was cancelled before it started", assignment.job_id)
+            return
         ctx = JobContext(assignment, self.loop, self._on_progress)
         task = self.loop.create_task(self._run_job(ctx))
         self.active[assignment.job_id] = Running(ctx, task)

@@ -126,9 +126,14 @@ def _timeout(http: httpx.AsyncClient | httpx.Client, call: Call) -> httpx.Timeou
     )
 
 
-def _unavailable(call: Call, exc: httpx.HTTPError) -> CordumUnavailable:
+def _unavailable(
+    http: httpx.AsyncClient | httpx.Client, call: Call, exc: httpx.HTTPError
+) -> CordumUnavailable:
     detail = str(exc) or type(exc).__name__
-    return CordumUnavailable(f"{call.method} {call.path} failed: {detail}")
+    url = http.base_url.join(call.path)
+    return CordumUnavailable(
+        f"{call.method} {url} failed: {detail}; is Cordum running there? (CORDUM_URL)"
+    )
 
 
 async def send_async(http: httpx.AsyncClient, call: Call) -> Any:
@@ -138,7 +143,7 @@ async def send_async(http: httpx.AsyncClient, call: Call) -> Any:
             call.method, call.path, json=call.json, params=call.params, timeout=_timeout(http, call)
         )
     except httpx.HTTPError as exc:
-        raise _unavailable(call, exc) from None
+        raise _unavailable(http, call, exc) from None
     return call.parse(response)
 
 
@@ -149,5 +154,5 @@ def send_sync(http: httpx.Client, call: Call) -> Any:
             call.method, call.path, json=call.json, params=call.params, timeout=_timeout(http, call)
         )
     except httpx.HTTPError as exc:
-        raise _unavailable(call, exc) from None
+        raise _unavailable(http, call, exc) from None
     return call.parse(response)

@@ -1,6 +1,6 @@
 """How a worker talks to the control plane: the WorkerLink protocol and its HTTP form.
 
-A :class:`~cordum.sdk.worker.Worker` only ever calls the eight methods of
+A :class:`~cordum.sdk.worker.Worker` only ever calls the methods of
 :class:`WorkerLink`, so the same worker runs over HTTP long-poll (:class:`HttpLink`),
 WebSocket (:class:`~cordum.sdk.wslink.WebSocketLink`) or inside the server process.
 A link raises on failure (:class:`~cordum.sdk.errors.CordumUnavailable` when the server
@@ -9,6 +9,7 @@ cannot be reached); the worker decides whether to retry or re-register.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import httpx
@@ -21,8 +22,20 @@ from cordum.sdk.errors import CordumAPIError, CordumUnavailable
 STALE_PROGRESS_CODES = frozenset({"job_not_running", "job_not_found"})
 
 
+CancelListener = Callable[[str], None]
+"""Called with a job id the server cancelled, on the worker's event loop."""
+
+
 class WorkerLink(Protocol):
     """The worker's side of the wire, whatever carries it."""
+
+    def listen_for_cancels(self, listener: CancelListener) -> None:
+        """Have cancels the server pushes delivered to ``listener`` the moment they arrive.
+
+        A worker with every slot busy does not call :meth:`receive`, yet its running jobs
+        can still be cancelled. Links without a push channel deliver cancels from
+        :meth:`receive` and :meth:`heartbeat` only.
+        """
 
     async def register(
         self,
@@ -104,6 +117,9 @@ class HttpLink:
         self.transport = transport
         self.worker_id: str | None = None
         self._http = settings.async_http()
+
+    def listen_for_cancels(self, listener: CancelListener) -> None:
+        """HTTP has no push channel: cancels come with polls and heartbeats."""
 
     async def call(self, call: Call) -> Any:
         """Perform one request on this link's connection pool."""

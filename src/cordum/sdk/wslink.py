@@ -24,7 +24,7 @@ from cordum.models.pipeline import JobAssignment
 from cordum.sdk._registration import Failure, classify
 from cordum.sdk._wire import Settings, path
 from cordum.sdk.errors import CordumAPIError, CordumUnavailable
-from cordum.sdk.links import HttpLink, result_body
+from cordum.sdk.links import CancelListener, HttpLink, result_body
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,11 @@ class WebSocketLink:
         self._seq = 0
         self._read_upto = 0
         self._draining = False
+        self._on_cancel: CancelListener | None = None
+
+    def listen_for_cancels(self, listener: CancelListener) -> None:
+        """Cancel frames go straight to ``listener`` instead of waiting for receive()."""
+        self._on_cancel = listener
 
     async def register(
         self,
@@ -113,7 +118,10 @@ class WebSocketLink:
             if data.get("type") == "job":
                 self._inbox.put_nowait(JobAssignment.model_validate(data["job"]))
             elif data.get("type") == "cancel":
-                self._inbox.put_nowait(str(data["job_id"]))
+                if self._on_cancel is not None:
+                    self._on_cancel(str(data["job_id"]))
+                else:
+                    self._inbox.put_nowait(str(data["job_id"]))
             else:
                 log.debug("ignoring websocket frame of type %r", data.get("type"))
         except (ValueError, KeyError, TypeError, AttributeError, ValidationError) as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from cordum.models.pipeline import JobAssignment, JobError
@@ -35,6 +35,15 @@ class Connection:
         self.inbox: asyncio.Queue[JobAssignment | str] = asyncio.Queue()
         self.subscription: Subscription | None = None
         self.closed = asyncio.Event()
+        self.cancel_listener: Callable[[str], None] | None = None
+        """Set by an in-process worker: cancels reach it even with every slot busy."""
+
+    def cancel(self, job_id: str) -> None:
+        """Pass a cancel on to the worker: pushed to its listener, else queued for a take."""
+        if self.cancel_listener is not None:
+            self.cancel_listener(job_id)
+        else:
+            self.inbox.put_nowait(job_id)
 
     async def on_job(self, message: Message) -> None:
         """A dispatched assignment arrived from the bus."""
@@ -163,7 +172,7 @@ class WorkerConnections:
     async def _on_cancel(self, message: Message) -> None:
         connection = self.connections.get(str(message.data.get("worker_id")))
         if connection is not None:
-            connection.inbox.put_nowait(str(message.data["job_id"]))
+            connection.cancel(str(message.data["job_id"]))
 
 
 class InProcessLink:
@@ -172,7 +181,12 @@ class InProcessLink:
     def __init__(self, connections: WorkerConnections) -> None:
         self.connections = connections
         self._worker_id: str | None = None
+        self._cancel_listener: Callable[[str], None] | None = None
         self.registered = asyncio.Event()
+
+    def listen_for_cancels(self, listener: Callable[[str], None]) -> None:
+        """Deliver cancels to ``listener`` directly (see ``WorkerLink``)."""
+        self._cancel_listener = listener
 
     async def register(
         self,
@@ -191,7 +205,8 @@ class InProcessLink:
             worker_id=worker_id,
             labels=labels,
         )
-        await self.connections.connect(record.worker_id)
+        connection = await self.connections.connect(record.worker_id)
+        connection.cancel_listener = self._cancel_listener
         self._worker_id = record.worker_id
         self.registered.set()
         return record.worker_id
