@@ -1,0 +1,277 @@
+"""The audit chain: canonical JSON, sealing events, signed checkpoints, verification.
+
+``event_hash = sha256(prev_hash || canonical JSON of the event)``, or HMAC-SHA256 with a
+key when one is configured, so that someone who can write to the store cannot re-seal
+an event they changed. The canonical form follows RFC 8785: keys sorted by UTF-16 code
+units, no whitespace, UTF-8, minimal string escapes. Events hold no floats (times are
+integer milliseconds), so the number rules of RFC 8785 reduce to plain integers and the
+standard library encoder produces the exact RFC 8785 bytes at a fifth of the cost of a
+general implementation (a property test holds the two together).
+
+A chain alone cannot show that its newest events were cut off. Checkpoints can: each
+is an Ed25519 signature over ``(tenant, seq, event_hash, time)``; a chain that ends
+before a checkpoint, or disagrees with it, was truncated or changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from cordum.models.audit import (
+    GENESIS_HASH,
+    AuditCheckpoint,
+    AuditEvent,
+    TamperKind,
+    VerifyReport,
+)
+
+MAX_SAFE_INTEGER = 2**53 - 1
+"""RFC 8785 numbers are IEEE doubles: integers beyond this have no exact form."""
+
+SEALED_FIELDS = ("tenant_id", "seq", "kind", "at_ms", "actor", "subject", "data", "prev_hash")
+"""The event fields inside the hashed body, in the order of the model."""
+
+
+def canonical(value: Mapping[str, Any]) -> str:
+    """RFC 8785 canonical JSON of ``value`` (floats are refused: use integers)."""
+    return json.dumps(_ordered(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _ordered(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        keys = sorted(value, key=_utf16)
+        return {key: _ordered(value[key]) for key in keys}
+    if isinstance(value, list | tuple):
+        return [_ordered(item) for item in value]
+    if isinstance(value, float):
+        raise TypeError(f"audit events hold integers, not floats ({value!r})")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SAFE_INTEGER:
+        raise TypeError(f"{value} is beyond the integers RFC 8785 represents exactly")
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    raise TypeError(f"audit events hold JSON values, not {type(value).__name__}")
+
+
+def _utf16(key: object) -> bytes:
+    if not isinstance(key, str):
+        raise TypeError(f"audit event keys are strings, not {type(key).__name__}")
+    return key.encode("utf-16-be", "surrogatepass")
+
+
+class ChainHasher:
+    """Computes event hashes: plain SHA-256, or HMAC-SHA256 with a secret key."""
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self._key = key
+
+    def digest(self, prev_hash: str, body: str) -> str:
+        """The hash sealing ``body`` after ``prev_hash``."""
+        message = bytes.fromhex(prev_hash) + body.encode()
+        if self._key is None:
+            return hashlib.sha256(message).hexdigest()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    def seal(
+        self,
+        *,
+        tenant_id: str,
+        seq: int,
+        prev_hash: str,
+        kind: str,
+        at_ms: int,
+        data: Mapping[str, Any],
+        actor: str | None = None,
+        subject: str | None = None,
+    ) -> AuditEvent:
+        """The next event of a chain whose head is ``(seq - 1, prev_hash)``."""
+        fields: dict[str, Any] = {
+            "tenant_id": tenant_id,
+            "seq": seq,
+            "kind": kind,
+            "at_ms": at_ms,
+            "actor": actor,
+            "subject": subject,
+            "data": dict(data),
+            "prev_hash": prev_hash,
+        }
+        body = canonical(fields)
+        return AuditEvent(**fields, event_hash=self.digest(prev_hash, body), body=body)
+
+
+class CheckpointSigner:
+    """Signs checkpoints with an Ed25519 private key (32-byte seed)."""
+
+    def __init__(self, seed: bytes) -> None:
+        self._key = Ed25519PrivateKey.from_private_bytes(seed)
+        self.public_key = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.key_id = key_id_of(self.public_key)
+
+    def sign(self, tenant_id: str, seq: int, event_hash: str, at_ms: int) -> AuditCheckpoint:
+        """A checkpoint stating that ``tenant_id``'s chain reached ``seq`` at ``event_hash``."""
+        message = _checkpoint_message(tenant_id, seq, event_hash, at_ms, self.key_id)
+        return AuditCheckpoint(
+            tenant_id=tenant_id,
+            seq=seq,
+            event_hash=event_hash,
+            at_ms=at_ms,
+            key_id=self.key_id,
+            signature=self._key.sign(message).hex(),
+        )
+
+
+def key_id_of(public_key: bytes) -> str:
+    """A short, stable name for a public key."""
+    return hashlib.sha256(public_key).hexdigest()[:16]
+
+
+def _checkpoint_message(tenant_id: str, seq: int, event_hash: str, at_ms: int, key: str) -> bytes:
+    fields = {
+        "tenant_id": tenant_id,
+        "seq": seq,
+        "event_hash": event_hash,
+        "at_ms": at_ms,
+        "key_id": key,
+    }
+    return canonical(fields).encode()
+
+
+def checkpoint_is_genuine(checkpoint: AuditCheckpoint, public_keys: Mapping[str, bytes]) -> bool:
+    """Whether ``checkpoint`` carries a valid signature by one of ``public_keys`` (by key id)."""
+    public = public_keys.get(checkpoint.key_id)
+    if public is None:
+        return False
+    message = _checkpoint_message(
+        checkpoint.tenant_id,
+        checkpoint.seq,
+        checkpoint.event_hash,
+        checkpoint.at_ms,
+        checkpoint.key_id,
+    )
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(
+            bytes.fromhex(checkpoint.signature), message
+        )
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def verify_chain(
+    tenant_id: str,
+    events: Iterable[AuditEvent],
+    hasher: ChainHasher,
+    *,
+    checkpoints: Iterable[AuditCheckpoint] = (),
+    public_keys: Mapping[str, bytes] | None = None,
+) -> VerifyReport:
+    """Check a tenant's events, as the store lists them by ``seq``, and its checkpoints.
+
+    Reports the first break: ``modified`` (an event's content or hash was changed, or a
+    checkpoint disagrees with the chain), ``missing`` (a sequence number is absent),
+    ``reordered`` (an intact event sits at another event's position), ``truncated``
+    (the chain ends before a genuine checkpoint says it had reached).
+    """
+    events = list(events)
+    known_hashes = {event.event_hash for event in events}
+    listed = {event.seq for event in events}
+    hash_at: dict[int, str] = {}
+    expected, prev = 1, GENESIS_HASH
+    for event in events:
+        broken = _check_event(event, hasher, expected, prev, known_hashes, listed)
+        if broken is not None:
+            kind, seq, detail = broken
+            return _report(tenant_id, False, len(hash_at), expected - 1, kind, seq, detail)
+        hash_at[event.seq] = event.event_hash
+        expected, prev = expected + 1, event.event_hash
+    last = expected - 1
+    genuine = 0
+    for checkpoint in sorted(checkpoints, key=lambda c: c.seq):
+        if checkpoint.tenant_id != tenant_id:
+            continue
+        if not checkpoint_is_genuine(checkpoint, public_keys or {}):
+            detail = f"checkpoint at seq {checkpoint.seq} has no valid signature by a known key"
+            return _report(
+                tenant_id, False, last, last, TamperKind.MODIFIED, checkpoint.seq, detail
+            )
+        genuine += 1
+        if checkpoint.seq > last:
+            detail = (
+                f"a signed checkpoint says the chain reached seq {checkpoint.seq};"
+                f" it ends at {last}"
+            )
+            report = _report(tenant_id, False, last, last, TamperKind.TRUNCATED, last + 1, detail)
+            return report.model_copy(update={"checkpoints": genuine})
+        if hash_at.get(checkpoint.seq) != checkpoint.event_hash:
+            detail = f"event {checkpoint.seq} differs from the signed checkpoint"
+            report = _report(
+                tenant_id, False, last, last, TamperKind.MODIFIED, checkpoint.seq, detail
+            )
+            return report.model_copy(update={"checkpoints": genuine})
+    report = _report(tenant_id, True, last, last, None, None, f"{last} events intact")
+    return report.model_copy(update={"checkpoints": genuine})
+
+
+def _check_event(
+    event: AuditEvent,
+    hasher: ChainHasher,
+    expected: int,
+    prev: str,
+    known: set[str],
+    listed: set[int],
+) -> tuple[TamperKind, int, str] | None:
+    """Why ``event`` cannot be the chain's event number ``expected`` after ``prev``."""
+    try:
+        sealed = json.loads(event.body)
+    except ValueError:
+        return TamperKind.MODIFIED, event.seq, f"event {event.seq}: its body is not JSON"
+    if (
+        not isinstance(sealed, dict)
+        or hasher.digest(event.prev_hash, event.body) != event.event_hash
+    ):
+        return TamperKind.MODIFIED, event.seq, f"event {event.seq}: hash does not match content"
+    if sealed.get("seq") != event.seq:
+        detail = f"event sealed as seq {sealed.get('seq')} is stored at seq {event.seq}"
+        return TamperKind.REORDERED, min(expected, event.seq), detail
+    if any(sealed.get(name) != getattr(event, name) for name in SEALED_FIELDS):
+        return TamperKind.MODIFIED, event.seq, f"event {event.seq}: fields differ from its body"
+    if event.seq > expected and expected in listed:
+        return TamperKind.REORDERED, expected, f"event {expected} comes after {event.seq}"
+    if event.seq > expected:
+        return TamperKind.MISSING, expected, f"events {expected}..{event.seq - 1} are missing"
+    if event.seq < expected:
+        return TamperKind.REORDERED, event.seq, f"event {event.seq} appears twice or late"
+    if event.prev_hash != prev:
+        if event.prev_hash in known:
+            detail = f"event {event.seq} follows another event than {expected - 1}"
+            return TamperKind.REORDERED, event.seq, detail
+        detail = f"event {expected - 1} was changed and re-sealed: {event.seq} no longer follows it"
+        return TamperKind.MODIFIED, expected - 1, detail
+    return None
+
+
+def _report(
+    tenant_id: str,
+    ok: bool,
+    checked: int,
+    last_seq: int,
+    kind: TamperKind | None,
+    first_bad_seq: int | None,
+    detail: str,
+) -> VerifyReport:
+    return VerifyReport(
+        tenant_id=tenant_id,
+        ok=ok,
+        checked=checked,
+        last_seq=last_seq,
+        first_bad_seq=first_bad_seq,
+        kind=kind,
+        detail=detail,
+    )
