@@ -88,11 +88,17 @@ async def test_slots_are_refilled_as_results_arrive_and_never_overfilled(harness
     assert sum(j.attempts for j in jobs) == total, "a job was dispatched twice"
 
 
-async def test_a_poll_claims_every_job_already_queued_for_the_worker(harness: Harness):
-    worker = await BareWorker.register(harness.http, capacity=5)
-    ids = [await submit(harness) for _ in range(5)]
+async def dispatched_to_one_worker(harness: Harness, count: int) -> tuple[BareWorker, list[str]]:
+    """A worker with ``count`` slots and ``count`` jobs dispatched to it, none claimed."""
+    worker = await BareWorker.register(harness.http, capacity=count)
+    ids = [await submit(harness) for _ in range(count)]
     for job_id in ids:
         await harness.wait_state(job_id, "DISPATCHED")
+    return worker, ids
+
+
+async def test_a_poll_claims_every_job_already_queued_for_the_worker(harness: Harness):
+    worker, ids = await dispatched_to_one_worker(harness, 5)
     claimed = await worker.poll(wait_s=0.5, max_jobs=10)
     assert sorted(job["job_id"] for job in claimed) == sorted(ids)
     for job_id in ids:
@@ -100,10 +106,7 @@ async def test_a_poll_claims_every_job_already_queued_for_the_worker(harness: Ha
 
 
 async def test_a_poll_claims_no_more_than_max_jobs(harness: Harness):
-    worker = await BareWorker.register(harness.http, capacity=5)
-    ids = [await submit(harness) for _ in range(5)]
-    for job_id in ids:
-        await harness.wait_state(job_id, "DISPATCHED")
+    worker, ids = await dispatched_to_one_worker(harness, 5)
     first = await worker.poll(wait_s=0.5, max_jobs=2)
     second = await worker.poll(wait_s=0.5, max_jobs=10)
     assert len(first) == 2

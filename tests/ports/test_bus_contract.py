@@ -32,6 +32,17 @@ from tests.ports.adapters import BusAdapter
 TIMEOUT = 2.0
 
 
+async def until(changed: asyncio.Event, predicate: Callable[[], bool]) -> None:
+    """Wait (at most TIMEOUT) until ``predicate`` holds, re-checking whenever ``changed`` fires."""
+
+    async def wait() -> None:
+        while not predicate():
+            changed.clear()
+            await changed.wait()
+
+    await asyncio.wait_for(wait(), TIMEOUT)
+
+
 class Inbox:
     """A handler that records what it gets and lets a test wait for it."""
 
@@ -53,12 +64,7 @@ class Inbox:
         return [m.data for m in self.messages if flushes or "flush" not in m.data]
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        async def wait() -> None:
-            while not predicate():
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(wait(), TIMEOUT)
+        await until(self._changed, predicate)
 
     async def wait_for_count(self, count: int) -> None:
         await self.wait_until(lambda: len(self.data()) >= count)
@@ -298,12 +304,7 @@ class Overlap:
             self._changed.set()
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        async def wait() -> None:
-            while not predicate():
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(wait(), TIMEOUT)
+        await until(self._changed, predicate)
 
 
 @pytest.mark.anyio

@@ -2,10 +2,9 @@
 
 Each subscription owns a queue and as many tasks draining it as its ``concurrency``, so a
 slow handler delays only its own subscription, and with one task per-subscriber order is
-kept. Subscribers receive the
-published dict itself, not a copy (this is the hot path): handlers must treat it as
-read-only. Queue groups pick members round
-robin. Like every bus here it carries notifications only; the store is the truth.
+kept. Subscribers receive the published dict itself, not a copy (this is the hot path):
+handlers must treat it as read-only. Queue groups pick members round robin. Like every
+bus here it carries notifications only; the store is the truth.
 """
 
 from __future__ import annotations

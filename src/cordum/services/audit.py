@@ -188,7 +188,7 @@ def verify_chain(
         broken = _check_event(event, hasher, expected, prev, known_hashes, listed)
         if broken is not None:
             kind, seq, detail = broken
-            return _report(tenant_id, False, len(hash_at), expected - 1, kind, seq, detail)
+            return _report(tenant_id, False, expected - 1, kind, seq, detail)
         hash_at[event.seq] = event.event_hash
         expected, prev = expected + 1, event.event_hash
     last = expected - 1
@@ -199,7 +199,7 @@ def verify_chain(
         if not checkpoint_is_genuine(checkpoint, public_keys or {}):
             detail = f"checkpoint at seq {checkpoint.seq} has no valid signature by a known key"
             return _report(
-                tenant_id, False, last, last, TamperKind.MODIFIED, checkpoint.seq, detail
+                tenant_id, False, last, TamperKind.MODIFIED, checkpoint.seq, detail, genuine
             )
         genuine += 1
         if checkpoint.seq > last:
@@ -207,16 +207,13 @@ def verify_chain(
                 f"a signed checkpoint says the chain reached seq {checkpoint.seq};"
                 f" it ends at {last}"
             )
-            report = _report(tenant_id, False, last, last, TamperKind.TRUNCATED, last + 1, detail)
-            return report.model_copy(update={"checkpoints": genuine})
+            return _report(tenant_id, False, last, TamperKind.TRUNCATED, last + 1, detail, genuine)
         if hash_at.get(checkpoint.seq) != checkpoint.event_hash:
             detail = f"event {checkpoint.seq} differs from the signed checkpoint"
-            report = _report(
-                tenant_id, False, last, last, TamperKind.MODIFIED, checkpoint.seq, detail
+            return _report(
+                tenant_id, False, last, TamperKind.MODIFIED, checkpoint.seq, detail, genuine
             )
-            return report.model_copy(update={"checkpoints": genuine})
-    report = _report(tenant_id, True, last, last, None, None, f"{last} events intact")
-    return report.model_copy(update={"checkpoints": genuine})
+    return _report(tenant_id, True, last, None, None, f"{last} events intact", genuine)
 
 
 def _check_event(
@@ -260,17 +257,19 @@ def _check_event(
 def _report(
     tenant_id: str,
     ok: bool,
-    checked: int,
     last_seq: int,
     kind: TamperKind | None,
     first_bad_seq: int | None,
     detail: str,
+    checkpoints: int = 0,
 ) -> VerifyReport:
+    """Events up to ``last_seq`` were found intact (so that many were checked)."""
     return VerifyReport(
         tenant_id=tenant_id,
         ok=ok,
-        checked=checked,
+        checked=last_seq,
         last_seq=last_seq,
+        checkpoints=checkpoints,
         first_bad_seq=first_bad_seq,
         kind=kind,
         detail=detail,

@@ -25,7 +25,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from cordum.models import Decision, DecisionRecord, Priority
+from cordum.models import Decision, Priority
 from cordum.models.pipeline import (
     DecisionEntry,
     DLQReason,
@@ -41,7 +41,7 @@ from cordum.services import subjects
 from cordum.services.execution import Execution, assignment_of, backoff, dlq_entry
 from cordum.services.metrics import Metrics
 from cordum.services.safety import SafetyClient, SafetyUnavailableError
-from cordum.services.submission import decision_entry
+from cordum.services.submission import decision_entry, safety_fields
 from cordum.services.workers import LiveWorker, WorkerDirectory
 
 log = logging.getLogger(__name__)
@@ -302,12 +302,12 @@ class Scheduler:
                 job.id,
                 JobState.APPROVAL_REQUIRED,
                 expect={JobState.PENDING},
-                changes=_safety_changes(record, job, verdict.bypassed),
+                changes=safety_fields(record, job.labels, verdict.bypassed),
                 reason=record.reason,
                 decision=entry,
             )
             return False
-        changes = _safety_changes(record, job, verdict.bypassed)
+        changes = safety_fields(record, job.labels, verdict.bypassed)
         worker_id = worker.record.worker_id
         changes.update(
             next_attempt_at=None,
@@ -513,21 +513,6 @@ def _budget(job: JobRecord, name: str) -> int | None:
     budgets = job.constraints.get("budgets") or {}
     value = budgets.get(name)
     return value if isinstance(value, int) else None
-
-
-def _safety_changes(record: DecisionRecord, job: JobRecord, bypassed: bool) -> dict[str, object]:
-    labels = dict(job.labels)
-    if bypassed:
-        labels["safety_bypassed"] = "true"
-    return {
-        "safety_decision": record.decision,
-        "safety_reason": record.reason,
-        "safety_rule_id": record.rule_id,
-        "safety_snapshot": record.policy_snapshot,
-        "constraints": record.constraints.to_dict(),
-        "remediations": [r.model_dump(mode="json") for r in record.remediations],
-        "labels": labels,
-    }
 
 
 def _safety_changes_from_entry(entry: DecisionEntry) -> dict[str, object]:

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,9 +158,6 @@ class Submitter:
         retry_of: str | None,
     ) -> JobRecord:
         state = STATE_OF_DECISION[record.decision]
-        labels = dict(job.labels)
-        if bypassed:
-            labels["safety_bypassed"] = "true"
         error = None
         if state is JobState.DENIED:
             code = "throttled" if record.decision is Decision.THROTTLE else "policy_denied"
@@ -170,13 +168,7 @@ class Submitter:
             tenant_id=tenant,
             spec=job,
             state=state,
-            labels=labels,
-            safety_decision=record.decision,
-            safety_reason=record.reason,
-            safety_rule_id=record.rule_id,
-            safety_snapshot=record.policy_snapshot,
-            constraints=record.constraints.to_dict(),
-            remediations=[r.model_dump(mode="json") for r in record.remediations],
+            **safety_fields(record, job.labels, bypassed),
             error=error,
             retry_of=retry_of,
             created_at=now,
@@ -184,6 +176,27 @@ class Submitter:
             finished_at=now if state.terminal else None,
             deadline_at=None if job.deadline_ms is None else now + job.deadline_ms / 1000,
         )
+
+
+def safety_fields(
+    record: DecisionRecord, labels: Mapping[str, str], bypassed: bool
+) -> dict[str, Any]:
+    """The job fields a decision sets (verdict, rule, snapshot, constraints, remediations).
+
+    Also the labels, with ``safety_bypassed`` when the kernel was skipped (fail open).
+    """
+    labels = dict(labels)
+    if bypassed:
+        labels["safety_bypassed"] = "true"
+    return {
+        "safety_decision": record.decision,
+        "safety_reason": record.reason,
+        "safety_rule_id": record.rule_id,
+        "safety_snapshot": record.policy_snapshot,
+        "constraints": record.constraints.to_dict(),
+        "remediations": [r.model_dump(mode="json") for r in record.remediations],
+        "labels": labels,
+    }
 
 
 def decision_entry(
