@@ -52,6 +52,20 @@ class Settings:
     pool_queue_limit: int = 100_000
     pools: Mapping[str, str] = field(default_factory=dict)
     durable_writes: bool = False
+    auth: bool = True
+    """False only with ``--insecure-no-auth``: every caller is an admin of every tenant."""
+    api_key: str | None = None
+    """``CORDUM_API_KEY``: the bootstrap admin key (else one is minted on first start)."""
+    audit_hmac_key: str | None = None
+    """Hex or text secret: seal the audit chain with HMAC-SHA256 instead of plain SHA-256."""
+    audit_signing_key: Path | None = None
+    """File holding the Ed25519 seed (32 bytes, hex) that signs checkpoints; created if absent."""
+    audit_checkpoint_s: float = 60.0
+    approval_ttl_s: float = 86_400.0
+    """How long an approval may wait before it expires (rules may set less or more)."""
+    approval_sweep_s: float = 0.5
+    public_url: str | None = None
+    """Where people reach this control plane (links in notifications)."""
 
     @property
     def store_path(self) -> Path:
@@ -83,7 +97,7 @@ class Settings:
             raise SettingsError(
                 f"fail_mode must be `closed` or `open` (got {self.fail_mode!r})"
             ) from None
-        for name in ("data_dir", "policy"):
+        for name in ("data_dir", "policy", "audit_signing_key"):
             value = getattr(self, name)
             if isinstance(value, str):
                 object.__setattr__(self, name, Path(value))

@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from cordum.config import Settings
+from cordum.models.audit import ChainHasher
 from cordum.policy import Policy, load, load_text
 from cordum.ports import Bus, Store
 from cordum.ports.memory_bus import MemoryBus
@@ -21,6 +22,7 @@ from cordum.services.breaker import CircuitBreaker
 from cordum.services.connections import InProcessLink, WorkerConnections
 from cordum.services.execution import Execution
 from cordum.services.kernel import Kernel, LocalKernel, PolicyHolder
+from cordum.services.keys import KeyService
 from cordum.services.metrics import Metrics
 from cordum.services.reconciler import Reconciler
 from cordum.services.safety import SafetyClient
@@ -54,6 +56,17 @@ def load_policy(settings: Settings) -> Policy:
     return load_text(DENY_ALL_POLICY, name="<deny-all>")
 
 
+def audit_hmac_key(settings: Settings) -> bytes | None:
+    """The audit HMAC key: hex when it reads as hex, else the text's UTF-8 bytes."""
+    text = settings.audit_hmac_key
+    if not text:
+        return None
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return text.encode()
+
+
 class ControlPlane:
     """Every role of Cordum in one process, sharing one store and one bus."""
 
@@ -70,7 +83,11 @@ class ControlPlane:
         self.store: Store = (
             store
             if store is not None
-            else SqliteStore(settings.store_path, durable=settings.durable_writes)
+            else SqliteStore(
+                settings.store_path,
+                durable=settings.durable_writes,
+                hasher=ChainHasher(audit_hmac_key(settings)),
+            )
         )
         self.bus: Bus = bus if bus is not None else MemoryBus()
         self.bus_durable = False
@@ -126,6 +143,7 @@ class ControlPlane:
         )
         self.connections = WorkerConnections(self.bus, self.execution, self.workers)
         self.approvals = Approvals(self.store, self.bus, self.kernel, self.metrics)
+        self.keys = KeyService(self.store)
         self._worker_tasks: list[asyncio.Task[None]] = []
         self._local_workers: list[Worker] = []
         self.started = False

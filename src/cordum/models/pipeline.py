@@ -96,6 +96,12 @@ class JobRecord(BaseModel):
     error: JobError | None = None
     progress: dict[str, Any] | None = None
     retry_of: str | None = None
+    submitter: str | None = Field(
+        default=None, description="The principal that submitted the job (never its approver)."
+    )
+    submitter_key: str | None = Field(
+        default=None, description="The id of the API key that submitted the job."
+    )
     created_at: float
     updated_at: float
     dispatched_at: float | None = None

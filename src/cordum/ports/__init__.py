@@ -5,6 +5,9 @@ Services import the protocols from here; only :mod:`cordum.wiring` picks an adap
 
 from cordum.ports.bus import Bus, BusHandler, Message, Subscription, subject_matches
 from cordum.ports.store import (
+    ApprovalFilter,
+    ApprovalPage,
+    AuditFilter,
     ConflictError,
     CreateOutcome,
     DLQPage,
@@ -16,6 +19,9 @@ from cordum.ports.store import (
 )
 
 __all__ = [
+    "ApprovalFilter",
+    "ApprovalPage",
+    "AuditFilter",
     "Bus",
     "BusHandler",
     "ConflictError",

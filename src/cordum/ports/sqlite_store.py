@@ -29,11 +29,13 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from cordum.models.approval import ApprovalRecord
+from cordum.models.audit import AuditDraft, ChainHasher
 from cordum.models.pipeline import (
     DecisionEntry,
     DLQEntry,
@@ -43,6 +45,8 @@ from cordum.models.pipeline import (
     WorkerRecord,
 )
 from cordum.models.state import IllegalTransitionError, JobState, can_transition
+from cordum.ports.sqlite_audit import AUDIT_SCHEMA, AuditChains
+from cordum.ports.sqlite_records import RECORD_SCHEMA, RecordTables, cursor_value
 from cordum.ports.store import (
     ConflictError,
     CreateOutcome,
@@ -62,10 +66,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     state TEXT NOT NULL,
     updated_at REAL NOT NULL,
     next_attempt_at REAL,
+    submitter_key TEXT,
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, updated_at);
 CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs (tenant_id, seq);
+CREATE INDEX IF NOT EXISTS jobs_submitter ON jobs (submitter_key, seq);
 CREATE TABLE IF NOT EXISTS job_events (
     seq INTEGER PRIMARY KEY,
     job_id TEXT NOT NULL,
@@ -107,10 +113,15 @@ class StoreLockedError(RuntimeError):
     """Another process already owns this store file."""
 
 
-class SqliteStore:
-    """The Store port on a SQLite file (``":memory:"`` for a throwaway store)."""
+class SqliteStore(RecordTables):
+    """The Store port on a SQLite file (``":memory:"`` for a throwaway store).
 
-    def __init__(self, path: str | Path, *, durable: bool = False) -> None:
+    ``hasher`` seals the audit chain (give it the HMAC key, when one is configured).
+    """
+
+    def __init__(
+        self, path: str | Path, *, durable: bool = False, hasher: ChainHasher | None = None
+    ) -> None:
         self.path = str(path)
         self._lock_file = self._take_lock(self.path)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -118,7 +129,9 @@ class SqliteStore:
         self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.execute("PRAGMA wal_autocheckpoint=0")
-        self._db.executescript(SCHEMA)
+        _add_missing_columns(self._db)
+        self._db.executescript(SCHEMA + AUDIT_SCHEMA + RECORD_SCHEMA)
+        self._audit = AuditChains(hasher or ChainHasher())
         self._cache: OrderedDict[str, JobRecord] = OrderedDict()
         self._batch: asyncio.Future[None] | None = None
         self._stop_checkpoints = threading.Event()
@@ -160,6 +173,7 @@ class SqliteStore:
         except BaseException:
             db.execute("ROLLBACK TO write")
             db.execute("RELEASE write")
+            self._audit.forget()
             raise
         db.execute("RELEASE write")
         await asyncio.shield(batch)
@@ -174,6 +188,7 @@ class SqliteStore:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
             self._cache.clear()  # it may hold writes that were just rolled back
+            self._audit.forget()
             batch.set_exception(exc)
         else:
             batch.set_result(None)
@@ -195,6 +210,7 @@ class SqliteStore:
         decision: DecisionEntry,
         idempotency: IdempotencyEntry | None = None,
         event_reason: str = "",
+        approval: ApprovalRecord | None = None,
     ) -> CreateOutcome:
         """See :meth:`cordum.ports.store.Store.create_job`."""
         if not can_transition(None, job.state):
@@ -214,8 +230,8 @@ class SqliteStore:
                     (idempotency.tenant_id, idempotency.key, idempotency.model_dump_json()),
                 )
             db.execute(
-                "INSERT INTO jobs (id, tenant_id, topic, state, updated_at, next_attempt_at, data)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (id, tenant_id, topic, state, updated_at, next_attempt_at,"
+                " submitter_key, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job.id,
                     job.tenant_id,
@@ -223,11 +239,14 @@ class SqliteStore:
                     job.state.value,
                     job.updated_at,
                     job.next_attempt_at,
+                    job.submitter_key,
                     job.model_dump_json(),
                 ),
             )
-            self._insert_event(db, job.id, None, job.state, job.created_at, event_reason)
-            self._insert_decision(db, decision)
+            self._insert_event(db, job, None, job.state, job.created_at, event_reason)
+            self._insert_decision(db, job.tenant_id, decision)
+            if approval is not None:
+                self._write_approval(db, approval)
             self._remember(job)
         return CreateOutcome(created=True, job=job)
 
@@ -242,7 +261,7 @@ class SqliteStore:
         where, args = _job_filter_sql(filters)
         if cursor is not None:
             where.append("seq < ?")
-            args.append(_cursor_value(cursor))
+            args.append(cursor_value(cursor))
         sql = "SELECT seq, data FROM jobs"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -265,6 +284,8 @@ class SqliteStore:
         now: float | None = None,
         via: JobState | None = None,
         via_reason: str = "",
+        approval: ApprovalRecord | None = None,
+        audit: Sequence[AuditDraft] = (),
     ) -> TransitionOutcome:
         """See :meth:`cordum.ports.store.Store.transition`."""
         current = self._require(job_id)
@@ -289,9 +310,12 @@ class SqliteStore:
         async with self._tx() as db:
             self._write_job(db, job)
             for source, destination, why in steps:
-                self._insert_event(db, job_id, source, destination, at, why)
+                self._insert_event(db, job, source, destination, at, why)
             if decision is not None:
-                self._insert_decision(db, decision)
+                self._insert_decision(db, job.tenant_id, decision)
+            if approval is not None:
+                self._write_approval(db, approval)
+            self._write_audit(db, audit)
             if dlq is not None:
                 db.execute(
                     "INSERT OR REPLACE INTO dlq (job_id, data) VALUES (?, ?)",
@@ -320,7 +344,7 @@ class SqliteStore:
         async with self._tx() as db:
             self._write_job(db, job)
             if decision is not None:
-                self._insert_decision(db, decision)
+                self._insert_decision(db, job.tenant_id, decision)
             self._remember(job)
         return job
 
@@ -369,7 +393,7 @@ class SqliteStore:
         sql, args = "SELECT seq, data FROM dlq", []
         if cursor is not None:
             sql += " WHERE seq < ?"
-            args.append(_cursor_value(cursor))
+            args.append(cursor_value(cursor))
         rows = self._db.execute(f"{sql} ORDER BY seq DESC LIMIT ?", (*args, limit + 1)).fetchall()
         entries = [DLQEntry.model_validate_json(data) for _, data in rows[:limit]]
         next_cursor = str(rows[limit - 1][0]) if len(rows) > limit else None
@@ -458,27 +482,63 @@ class SqliteStore:
             (job.state.value, job.updated_at, job.next_attempt_at, job.model_dump_json(), job.id),
         )
 
-    @staticmethod
     def _insert_event(
+        self,
         db: sqlite3.Connection,
-        job_id: str,
+        job: JobRecord,
         source: JobState | None,
         target: JobState,
         at: float,
         reason: str,
     ) -> None:
+        src = None if source is None else source.value
         db.execute(
             "INSERT INTO job_events (job_id, from_state, to_state, at, reason)"
             " VALUES (?, ?, ?, ?, ?)",
-            (job_id, None if source is None else source.value, target.value, at, reason),
+            (job.id, src, target.value, at, reason),
+        )
+        data: dict[str, Any] = {"from": src, "to": target.value, "reason": reason}
+        if source is None:
+            data["topic"] = job.topic
+        self._audit.append(
+            db,
+            job.tenant_id,
+            "job.transition",
+            subject=job.id,
+            actor=job.submitter if source is None else None,
+            data=data,
+            at_ms=int(at * 1000),
         )
 
-    @staticmethod
-    def _insert_decision(db: sqlite3.Connection, decision: DecisionEntry) -> None:
+    def _insert_decision(
+        self, db: sqlite3.Connection, tenant_id: str, decision: DecisionEntry
+    ) -> None:
         db.execute(
             "INSERT INTO decisions (job_id, data) VALUES (?, ?)",
             (decision.job_id, decision.model_dump_json()),
         )
+        self._audit.append(
+            db,
+            tenant_id,
+            "decision",
+            subject=decision.job_id,
+            data={
+                "gate": decision.gate.value,
+                "decision": decision.decision.value,
+                "rule_id": decision.rule_id,
+                "policy_snapshot": decision.policy_snapshot,
+                "reason": decision.reason,
+                "safety_bypassed": decision.safety_bypassed,
+            },
+            at_ms=int(decision.at * 1000),
+        )
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Bring a store written by an earlier version up to this schema."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    if columns and "submitter_key" not in columns:
+        db.execute("ALTER TABLE jobs ADD COLUMN submitter_key TEXT")
 
 
 def _checked_changes(changes: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -498,6 +558,12 @@ def _job_filter_sql(filters: JobFilter) -> tuple[list[str], list[Any]]:
     if filters.tenant_id is not None:
         where.append("tenant_id = ?")
         args.append(filters.tenant_id)
+    if filters.tenant_ids is not None:
+        where.append(f"tenant_id IN ({', '.join('?' * len(filters.tenant_ids))})")
+        args.extend(sorted(filters.tenant_ids))
+    if filters.submitter_key is not None:
+        where.append("submitter_key = ?")
+        args.append(filters.submitter_key)
     if filters.states:
         where.append(f"state IN ({', '.join('?' * len(filters.states))})")
         args.extend(sorted(s.value for s in filters.states))
@@ -511,13 +577,3 @@ def _job_filter_sql(filters: JobFilter) -> tuple[list[str], list[Any]]:
         where.append("next_attempt_at IS NOT NULL AND next_attempt_at <= ?")
         args.append(filters.due_before)
     return where, args
-
-
-def _cursor_value(cursor: str) -> int:
-    try:
-        value = int(cursor)
-    except ValueError:
-        value = -1
-    if not 0 <= value < 2**63:
-        raise ValueError(f"invalid cursor {cursor!r}; pass the next_cursor of a page")
-    return value

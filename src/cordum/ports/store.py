@@ -1,16 +1,25 @@
-"""The Store port: the source of truth for jobs, their events, decisions, DLQ and workers.
+"""The Store port: the source of truth for jobs, decisions, approvals, policy, keys, audit.
 
 Every adapter must make :meth:`Store.transition` atomic: the state check against the
-transition table, the new state, its event, and any decision or DLQ entry that goes with
-it are written together or not at all. The contract suite in ``tests/ports`` pins this.
+transition table, the new state, its event, any decision, approval or DLQ entry that goes
+with it, and the audit events of all of these are written together or not at all. The
+contract suite in ``tests/ports`` pins this.
+
+The audit chain is written by the store itself, so no caller can forget it: every job
+event (``job.transition``), decision (``decision``) and approval change
+(``approval.<status>``) is sealed into its tenant's chain in the write that makes it;
+other events (policy, keys, auth failures) come in as :class:`AuditDraft` s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cordum.models.approval import ApprovalRecord, ApprovalStatus
+from cordum.models.audit import AuditCheckpoint, AuditDraft, AuditEvent
+from cordum.models.keys import ApiKeyRecord
 from cordum.models.pipeline import (
     DecisionEntry,
     DLQEntry,
@@ -19,6 +28,7 @@ from cordum.models.pipeline import (
     JobRecord,
     WorkerRecord,
 )
+from cordum.models.policy_records import PolicyBundleRecord, PolicySnapshotRecord
 from cordum.models.state import JobState
 
 
@@ -64,6 +74,9 @@ class JobFilter:
     """Which jobs to list. Empty fields do not filter."""
 
     tenant_id: str | None = None
+    tenant_ids: frozenset[str] | None = None
+    """Any of these tenants (None: no such filter; empty: matches nothing)."""
+    submitter_key: str | None = None
     states: frozenset[JobState] = field(default_factory=frozenset)
     topic: str | None = None
     updated_before: float | None = None
@@ -90,6 +103,38 @@ class JobPage:
     next_cursor: str | None
 
 
+@dataclass(frozen=True)
+class ApprovalFilter:
+    """Which approvals to list. Empty fields do not filter."""
+
+    tenant_ids: frozenset[str] | None = None
+    """Any of these tenants (None: every tenant; empty: none)."""
+    statuses: frozenset[ApprovalStatus] = field(default_factory=frozenset)
+    expires_before: float | None = None
+
+
+@dataclass(frozen=True)
+class ApprovalPage:
+    """One page of approvals, newest first, and the cursor of the next page."""
+
+    approvals: list[ApprovalRecord]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Which events of one chain to list, oldest first. Empty fields do not filter."""
+
+    tenant_id: str
+    after_seq: int = 0
+    kinds: frozenset[str] = field(default_factory=frozenset)
+    kind_prefix: str | None = None
+    subject: str | None = None
+    actor: str | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
+
+
 class Store(Protocol):
     """Durable state of the control plane."""
 
@@ -99,8 +144,11 @@ class Store(Protocol):
         decision: DecisionEntry,
         idempotency: IdempotencyEntry | None = None,
         event_reason: str = "",
+        approval: ApprovalRecord | None = None,
     ) -> CreateOutcome:
         """Insert a new job with its first event and gate-A decision, in one transaction.
+
+        ``approval`` is the approval request of a job created in APPROVAL_REQUIRED.
 
         When ``idempotency`` is given and its (tenant, key) is already taken, nothing is
         written and the outcome carries the existing entry instead.
@@ -130,8 +178,13 @@ class Store(Protocol):
         now: float | None = None,
         via: JobState | None = None,
         via_reason: str = "",
+        approval: ApprovalRecord | None = None,
+        audit: Sequence[AuditDraft] = (),
     ) -> TransitionOutcome:
         """Move a job to ``target`` atomically, with its event (and decision, DLQ entry).
+
+        ``approval`` creates or replaces the job's approval record; ``audit`` appends
+        further events. Neither is written when the transition is a repeat.
 
         ``via`` passes through an intermediate state in the same write: both steps must
         be legal, and each gets its own event (``via_reason``, then ``reason``), so the
@@ -203,6 +256,102 @@ class Store(Protocol):
 
     async def remove_worker(self, worker_id: str) -> bool:
         """Forget a worker; False when it was unknown."""
+        ...
+
+    # --- approvals ------------------------------------------------------------------------
+
+    async def get_approval(self, job_id: str) -> ApprovalRecord | None:
+        """The approval record of a job, if it ever needed one."""
+        ...
+
+    async def list_approvals(
+        self, filters: ApprovalFilter, *, cursor: str | None = None, limit: int = 50
+    ) -> ApprovalPage:
+        """Approvals matching ``filters``, newest request first."""
+        ...
+
+    # --- policy -----------------------------------------------------------------------------
+
+    async def put_policy_bundle(
+        self, bundle: PolicyBundleRecord, audit: Sequence[AuditDraft] = ()
+    ) -> None:
+        """Create or replace a bundle."""
+        ...
+
+    async def get_policy_bundle(self, bundle_id: str) -> PolicyBundleRecord | None:
+        """One bundle, or None."""
+        ...
+
+    async def list_policy_bundles(self) -> list[PolicyBundleRecord]:
+        """Every bundle, by id."""
+        ...
+
+    async def delete_policy_bundle(self, bundle_id: str, audit: Sequence[AuditDraft] = ()) -> bool:
+        """Remove a bundle; False (and nothing written) when there was none."""
+        ...
+
+    async def add_policy_snapshot(
+        self, snapshot: PolicySnapshotRecord, audit: Sequence[AuditDraft] = ()
+    ) -> PolicySnapshotRecord:
+        """Store a published snapshot under the next version number and make it active."""
+        ...
+
+    async def activate_policy_snapshot(
+        self, version: int, audit: Sequence[AuditDraft] = ()
+    ) -> PolicySnapshotRecord:
+        """Make an existing snapshot the active one; :class:`LookupError` when unknown."""
+        ...
+
+    async def list_policy_snapshots(self) -> list[PolicySnapshotRecord]:
+        """Every snapshot, newest version first."""
+        ...
+
+    async def get_policy_snapshot(self, version: int) -> PolicySnapshotRecord | None:
+        """One snapshot by version, or None."""
+        ...
+
+    async def active_policy_snapshot(self) -> PolicySnapshotRecord | None:
+        """The snapshot in force, or None before the first publish."""
+        ...
+
+    # --- API keys ---------------------------------------------------------------------------
+
+    async def put_api_key(self, key: ApiKeyRecord, audit: Sequence[AuditDraft] = ()) -> None:
+        """Create or replace a key record (the secret itself is never stored)."""
+        ...
+
+    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        """One key record, or None."""
+        ...
+
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Every key record, oldest first."""
+        ...
+
+    # --- audit ------------------------------------------------------------------------------
+
+    async def append_audit(self, drafts: Sequence[AuditDraft]) -> list[AuditEvent]:
+        """Seal ``drafts`` onto their tenants' chains, in order, in one write."""
+        ...
+
+    async def list_audit(self, filters: AuditFilter, *, limit: int = 1000) -> list[AuditEvent]:
+        """Events of one chain after ``filters.after_seq``, oldest first (a cursor by seq)."""
+        ...
+
+    async def audit_chains(self) -> list[str]:
+        """The tenants (and the system chain) that have audit events."""
+        ...
+
+    async def audit_head(self, tenant_id: str) -> tuple[int, str]:
+        """The newest ``(seq, event_hash)`` of a chain; ``(0, GENESIS_HASH)`` when empty."""
+        ...
+
+    async def add_audit_checkpoint(self, checkpoint: AuditCheckpoint) -> None:
+        """Keep a signed checkpoint."""
+        ...
+
+    async def list_audit_checkpoints(self, tenant_id: str) -> list[AuditCheckpoint]:
+        """A chain's checkpoints, oldest first."""
         ...
 
     async def close(self) -> None:

@@ -16,10 +16,8 @@ before a checkpoint, or disagrees with it, was truncated or changed.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -27,83 +25,14 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from cordum.models.audit import (
     GENESIS_HASH,
+    SEALED_FIELDS,
     AuditCheckpoint,
     AuditEvent,
+    ChainHasher,
     TamperKind,
     VerifyReport,
+    canonical,
 )
-
-MAX_SAFE_INTEGER = 2**53 - 1
-"""RFC 8785 numbers are IEEE doubles: integers beyond this have no exact form."""
-
-SEALED_FIELDS = ("tenant_id", "seq", "kind", "at_ms", "actor", "subject", "data", "prev_hash")
-"""The event fields inside the hashed body, in the order of the model."""
-
-
-def canonical(value: Mapping[str, Any]) -> str:
-    """RFC 8785 canonical JSON of ``value`` (floats are refused: use integers)."""
-    return json.dumps(_ordered(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def _ordered(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        keys = sorted(value, key=_utf16)
-        return {key: _ordered(value[key]) for key in keys}
-    if isinstance(value, list | tuple):
-        return [_ordered(item) for item in value]
-    if isinstance(value, float):
-        raise TypeError(f"audit events hold integers, not floats ({value!r})")
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SAFE_INTEGER:
-        raise TypeError(f"{value} is beyond the integers RFC 8785 represents exactly")
-    if value is None or isinstance(value, str | int | bool):
-        return value
-    raise TypeError(f"audit events hold JSON values, not {type(value).__name__}")
-
-
-def _utf16(key: object) -> bytes:
-    if not isinstance(key, str):
-        raise TypeError(f"audit event keys are strings, not {type(key).__name__}")
-    return key.encode("utf-16-be", "surrogatepass")
-
-
-class ChainHasher:
-    """Computes event hashes: plain SHA-256, or HMAC-SHA256 with a secret key."""
-
-    def __init__(self, key: bytes | None = None) -> None:
-        self._key = key
-
-    def digest(self, prev_hash: str, body: str) -> str:
-        """The hash sealing ``body`` after ``prev_hash``."""
-        message = bytes.fromhex(prev_hash) + body.encode()
-        if self._key is None:
-            return hashlib.sha256(message).hexdigest()
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
-
-    def seal(
-        self,
-        *,
-        tenant_id: str,
-        seq: int,
-        prev_hash: str,
-        kind: str,
-        at_ms: int,
-        data: Mapping[str, Any],
-        actor: str | None = None,
-        subject: str | None = None,
-    ) -> AuditEvent:
-        """The next event of a chain whose head is ``(seq - 1, prev_hash)``."""
-        fields: dict[str, Any] = {
-            "tenant_id": tenant_id,
-            "seq": seq,
-            "kind": kind,
-            "at_ms": at_ms,
-            "actor": actor,
-            "subject": subject,
-            "data": dict(data),
-            "prev_hash": prev_hash,
-        }
-        body = canonical(fields)
-        return AuditEvent(**fields, event_hash=self.digest(prev_hash, body), body=body)
 
 
 class CheckpointSigner:

@@ -1,0 +1,137 @@
+"""Sealing audit events into per-tenant chains inside the SQLite store's own writes.
+
+Appending happens on the caller's open transaction, so an event commits with the change
+it records or not at all (invariant 2). The head of each chain (last seq and hash) is
+cached; whoever rolls back a write must call :meth:`AuditChains.forget` so the next
+append reads the true head again.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from cordum.models.audit import GENESIS_HASH, AuditDraft, AuditEvent, ChainHasher
+
+AUDIT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_events (
+    tenant_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    actor TEXT,
+    subject TEXT,
+    prev_hash TEXT NOT NULL,
+    event_hash TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, seq)
+);
+CREATE INDEX IF NOT EXISTS audit_subject ON audit_events (tenant_id, subject, seq);
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    tenant_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, seq)
+);
+"""
+
+EVENT_COLUMNS = "tenant_id, seq, kind, at_ms, actor, subject, prev_hash, event_hash, body"
+
+
+class AuditChains:
+    """Appends sealed events to the ``audit_events`` table of one connection."""
+
+    def __init__(self, hasher: ChainHasher) -> None:
+        self.hasher = hasher
+        self._heads: dict[str, tuple[int, str]] = {}
+
+    def head(self, db: sqlite3.Connection, tenant_id: str) -> tuple[int, str]:
+        """The newest ``(seq, event_hash)`` of a chain, as this transaction sees it."""
+        cached = self._heads.get(tenant_id)
+        if cached is not None:
+            return cached
+        row = db.execute(
+            "SELECT seq, event_hash FROM audit_events WHERE tenant_id=? ORDER BY seq DESC LIMIT 1",
+            (tenant_id,),
+        ).fetchone()
+        head = (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
+        self._heads[tenant_id] = head
+        return head
+
+    def forget(self) -> None:
+        """Drop the cached heads (after a rollback they may name events that are gone)."""
+        self._heads.clear()
+
+    def append(
+        self,
+        db: sqlite3.Connection,
+        tenant_id: str,
+        kind: str,
+        *,
+        subject: str | None = None,
+        actor: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        at_ms: int | None = None,
+    ) -> tuple[int, str]:
+        """Seal one event after the chain's head; returns its ``(seq, event_hash)``."""
+        seq, prev = self.head(db, tenant_id)
+        seq += 1
+        at = int(time.time() * 1000) if at_ms is None else at_ms
+        fields = {
+            "tenant_id": tenant_id,
+            "seq": seq,
+            "kind": kind,
+            "at_ms": at,
+            "actor": actor,
+            "subject": subject,
+            "data": {} if data is None else dict(data),
+            "prev_hash": prev,
+        }
+        body, event_hash = self.hasher.seal_fields(fields)
+        db.execute(
+            f"INSERT INTO audit_events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (tenant_id, seq, kind, at, actor, subject, prev, event_hash, body),
+        )
+        self._heads[tenant_id] = (seq, event_hash)
+        return seq, event_hash
+
+    def append_draft(self, db: sqlite3.Connection, draft: AuditDraft) -> tuple[int, str]:
+        """:meth:`append` for a caller's :class:`AuditDraft`."""
+        return self.append(
+            db,
+            draft.tenant_id,
+            draft.kind,
+            subject=draft.subject,
+            actor=draft.actor,
+            data=draft.data,
+            at_ms=draft.at_ms,
+        )
+
+
+def event_from_row(row: tuple[Any, ...]) -> AuditEvent:
+    """An :class:`AuditEvent` from a row of :data:`EVENT_COLUMNS`, as stored.
+
+    The row is taken as it is, unchecked: verifying it is the verifier's job, and a
+    tampered row must reach the verifier rather than fail to load.
+    """
+    tenant_id, seq, kind, at_ms, actor, subject, prev_hash, event_hash, body = row
+    try:
+        sealed = json.loads(body)
+        data = sealed.get("data", {}) if isinstance(sealed, dict) else {}
+    except ValueError:
+        data = {}
+    return AuditEvent.model_construct(
+        tenant_id=tenant_id,
+        seq=seq,
+        kind=kind,
+        at_ms=at_ms,
+        actor=actor,
+        subject=subject,
+        data=data if isinstance(data, dict) else {},
+        prev_hash=prev_hash,
+        event_hash=event_hash,
+        body=body,
+    )

@@ -1,0 +1,129 @@
+"""API keys: minting, storing only a hash, and recognising a presented key.
+
+A key is ``cordum_`` followed by 32 random bytes (URL-safe base64). The store keeps
+``sha256(key)`` and an id derived from the same hash, so any string can be a key (the
+bootstrap key of ``CORDUM_API_KEY`` included) and looking one up is one indexed read.
+Keys carry 256 bits of randomness, so a plain hash is as strong as a slow one here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Iterable
+
+from cordum.models.audit import SYSTEM_CHAIN, AuditDraft
+from cordum.models.keys import ALL_TENANTS, ApiKeyRecord, Principal, Role
+from cordum.ports import Store
+
+KEY_PREFIX = "cordum_"
+MIN_KEY_LENGTH = 20
+BOOTSTRAP_NAME = "bootstrap-admin"
+
+
+class KeyCreationError(ValueError):
+    """A key cannot be created as asked (bad role, tenants, or too short a secret)."""
+
+
+def key_hash(key: str) -> str:
+    """The stored form of a key."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def key_id_of(key: str) -> str:
+    """The public id of a key: safe to log, show and put in audit events."""
+    return "ck_" + key_hash(key)[:12]
+
+
+def new_key() -> str:
+    """A fresh random key."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class KeyService:
+    """Creates keys and recognises them."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def create(
+        self,
+        *,
+        name: str,
+        role: Role,
+        tenants: Iterable[str],
+        created_by: str | None = None,
+        key: str | None = None,
+    ) -> tuple[str, ApiKeyRecord]:
+        """Store a new key (``key`` or a fresh one); returns the key, shown only now."""
+        tenant_list = tuple(sorted({t.strip() for t in tenants if t.strip()}))
+        if not tenant_list:
+            raise KeyCreationError("a key needs at least one tenant (or `*` for every tenant)")
+        if ALL_TENANTS in tenant_list and role is not Role.ADMIN and len(tenant_list) > 1:
+            raise KeyCreationError("`*` already means every tenant; give it alone")
+        secret = new_key() if key is None else key
+        if len(secret) < MIN_KEY_LENGTH:
+            raise KeyCreationError(f"a key must be at least {MIN_KEY_LENGTH} characters long")
+        record = ApiKeyRecord(
+            key_id=key_id_of(secret),
+            name=name,
+            role=role,
+            tenants=tenant_list,
+            secret_hash=key_hash(secret),
+            created_at=time.time(),
+            created_by=created_by,
+        )
+        event = AuditDraft(
+            tenant_id=SYSTEM_CHAIN,
+            kind="key.created",
+            subject=record.key_id,
+            actor=created_by,
+            data={"name": name, "role": role.value, "tenants": ",".join(tenant_list)},
+        )
+        await self.store.put_api_key(record, audit=[event])
+        return secret, record
+
+    async def revoke(self, key_id: str, *, by: str | None = None) -> ApiKeyRecord | None:
+        """Revoke a key; None when unknown. Revoking twice keeps the first time."""
+        record = await self.store.get_api_key(key_id)
+        if record is None or not record.active:
+            return record
+        revoked = record.model_copy(update={"revoked_at": time.time()})
+        event = AuditDraft(
+            tenant_id=SYSTEM_CHAIN, kind="key.revoked", subject=key_id, actor=by, data={}
+        )
+        await self.store.put_api_key(revoked, audit=[event])
+        return revoked
+
+    async def principal_for(self, key: str) -> Principal | None:
+        """Who ``key`` belongs to, or None when it is unknown or revoked."""
+        record = await self.store.get_api_key(key_id_of(key))
+        if record is None or not record.active:
+            return None
+        if not hmac.compare_digest(record.secret_hash, key_hash(key)):
+            return None
+        return Principal(
+            name=record.name,
+            role=record.role,
+            tenants=frozenset(record.tenants),
+            key_id=record.key_id,
+        )
+
+    async def ensure_bootstrap(self, key: str | None) -> str | None:
+        """Make sure an admin key exists; returns a newly minted key to print once, or None.
+
+        With ``key`` (``CORDUM_API_KEY``) that key becomes an admin key if it is not one
+        already. Without it, a key is minted only when the store holds no key at all.
+        """
+        if key is not None:
+            if await self.principal_for(key) is None:
+                await self.create(
+                    name=BOOTSTRAP_NAME, role=Role.ADMIN, tenants=[ALL_TENANTS], key=key
+                )
+            return None
+        if await self.store.list_api_keys():
+            return None
+        secret, _ = await self.create(name=BOOTSTRAP_NAME, role=Role.ADMIN, tenants=[ALL_TENANTS])
+        return secret
