@@ -75,6 +75,11 @@ class Constraints(_Frozen):
     allowed_destinations: StrTuple = Field(
         default=(), description="Where the job may send data (channels, buckets, hosts)."
     )
+    approval_ttl_s: PositiveInt | None = Field(
+        default=None,
+        description="On a require_approval rule: seconds the approval may wait before it"
+        " expires (the job then times out; silence is never consent).",
+    )
 
     def is_empty(self) -> bool:
         """True when no constraint is set, so the decision stays a plain ALLOW."""

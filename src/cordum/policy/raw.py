@@ -146,6 +146,7 @@ _BELONGS_ELSEWHERE = {
             "redaction_level",
             "max_output_bytes",
             "allowed_destinations",
+            "approval_ttl_s",
             "max_runtime_sec",
         ),
         "under `constraints:`",

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cordum.models import Decision, DecisionRecord, Job
+from cordum.models.keys import Principal
 from cordum.models.pipeline import (
     DEFAULT_TENANT,
     DecisionEntry,
@@ -99,8 +100,10 @@ class Submitter:
         self.throttle_retry_s = throttle_retry_s
         self.default_tenant = default_tenant
 
-    async def submit(self, job: Job, *, retry_of: str | None = None) -> Submission:
-        """Decide and record ``job``.
+    async def submit(
+        self, job: Job, *, retry_of: str | None = None, principal: Principal | None = None
+    ) -> Submission:
+        """Decide and record ``job``, submitted by ``principal`` (who may not approve it).
 
         Raises :class:`IdempotencyConflictError`, :class:`~cordum.services.safety.
         SafetyUnavailableError` (fail closed) and :class:`~cordum.policy.InvalidJobError`.
@@ -117,7 +120,9 @@ class Submitter:
         if record.decision is Decision.THROTTLE and record.retry_after_seconds is None:
             record = record.model_copy(update={"retry_after_seconds": self.throttle_retry_s})
         now = time.time()
-        job_record = self._new_record(job, tenant, record, verdict.bypassed, now, retry_of)
+        job_record = self._new_record(
+            job, tenant, record, verdict.bypassed, now, retry_of, principal
+        )
         entry = decision_entry(job_record.id, Gate.SUBMIT, record, verdict.bypassed, now)
         body = answer_for(record, job_record.id, job_record.trace_id)
         status = AnswerStatus(body["status"])
@@ -156,6 +161,7 @@ class Submitter:
         bypassed: bool,
         now: float,
         retry_of: str | None,
+        principal: Principal | None,
     ) -> JobRecord:
         state = STATE_OF_DECISION[record.decision]
         error = None
@@ -171,11 +177,21 @@ class Submitter:
             **safety_fields(record, job.labels, bypassed),
             error=error,
             retry_of=retry_of,
+            **submitter_fields(job, principal),
             created_at=now,
             updated_at=now,
             finished_at=now if state.terminal else None,
             deadline_at=None if job.deadline_ms is None else now + job.deadline_ms / 1000,
         )
+
+
+def submitter_fields(job: Job, principal: Principal | None) -> dict[str, str | None]:
+    """Who submitted: the authenticated key when there is one, else what the job claims."""
+    if principal is not None and principal.key_id is not None:
+        return {"submitter": principal.name, "submitter_key": principal.key_id}
+    claimed = job.principal_id or job.actor_id
+    name = principal.name if principal is not None and claimed is None else claimed
+    return {"submitter": name, "submitter_key": None}
 
 
 def safety_fields(
