@@ -66,11 +66,24 @@ class Settings:
     approval_sweep_s: float = 0.5
     public_url: str | None = None
     """Where people reach this control plane (links in notifications)."""
+    notify_webhook_url: str | None = None
+    """POST a signed JSON notice here when an approval is requested or resolved."""
+    notify_webhook_secret: str | None = None
+    """The HMAC-SHA256 key that signs webhook notices (required with the URL)."""
+    notify_slack_url: str | None = None
+    """A Slack incoming-webhook URL to post approval notices to (a secret: never logged)."""
 
     @property
     def store_path(self) -> Path:
         """The SQLite file under the data directory."""
         return self.data_dir / "cordum.db"
+
+    @property
+    def audit_signing_key_path(self) -> Path:
+        """The checkpoint signing key: ``audit_signing_key``, else one in the data directory."""
+        if self.audit_signing_key is not None:
+            return self.audit_signing_key
+        return self.data_dir / "audit-signing.key"
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -110,6 +123,16 @@ class Settings:
                 raise SettingsError(f"{spec.name} must not be negative (got {value})")
         if not 0 < self.port < 65536:
             raise SettingsError(f"port must be between 1 and 65535 (got {self.port})")
+        if self.notify_webhook_url and not self.notify_webhook_secret:
+            raise SettingsError(
+                "CORDUM_NOTIFY_WEBHOOK_SECRET is required when CORDUM_NOTIFY_WEBHOOK_URL is"
+                " set: receivers need it to check that a notice really came from Cordum"
+            )
+        for name in ("notify_webhook_url", "notify_slack_url", "public_url"):
+            url = getattr(self, name)
+            if url and not url.startswith(("http://", "https://")):
+                # Not echoed: a Slack webhook URL is a secret.
+                raise SettingsError(f"{name} must be an http:// or https:// URL")
 
 
 def _parse(name: str, text: str, kind: Any) -> Any:

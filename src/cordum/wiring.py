@@ -18,12 +18,19 @@ from cordum.ports import Bus, Store
 from cordum.ports.memory_bus import MemoryBus
 from cordum.ports.sqlite_store import SqliteStore
 from cordum.services.approvals import Approvals
+from cordum.services.audit_trail import AuditTrail, load_signing_key
 from cordum.services.breaker import CircuitBreaker
 from cordum.services.connections import InProcessLink, WorkerConnections
 from cordum.services.execution import Execution
 from cordum.services.kernel import Kernel, LocalKernel, PolicyHolder
 from cordum.services.keys import KeyService
 from cordum.services.metrics import Metrics
+from cordum.services.policy_admin import (
+    PolicyAdmin,
+    PolicySource,
+    source_from_path,
+    source_from_policy,
+)
 from cordum.services.reconciler import Reconciler
 from cordum.services.safety import SafetyClient
 from cordum.services.scheduler import Scheduler, SchedulerSettings
@@ -56,6 +63,18 @@ def load_policy(settings: Settings) -> Policy:
     return load_text(DENY_ALL_POLICY, name="<deny-all>")
 
 
+def policy_source(settings: Settings) -> PolicySource:
+    """The bundle texts of the policy :func:`load_policy` picks, to publish at start-up."""
+    if settings.policy is not None:
+        return source_from_path(settings.policy)
+    if settings.demo:
+        from cordum.demo import demo_policy_text
+
+        text, _ = demo_policy_text()
+        return PolicySource({"demo": text}, "the demo pack")
+    return PolicySource({"deny-all": DENY_ALL_POLICY}, "deny-all (no --policy given)")
+
+
 def audit_hmac_key(settings: Settings) -> bytes | None:
     """The audit HMAC key: hex when it reads as hex, else the text's UTF-8 bytes."""
     text = settings.audit_hmac_key
@@ -65,6 +84,19 @@ def audit_hmac_key(settings: Settings) -> bytes | None:
         return bytes.fromhex(text)
     except ValueError:
         return text.encode()
+
+
+def open_store(settings: Settings) -> SqliteStore:
+    """The embedded store alone, sealing audit events exactly as a running plane does.
+
+    For commands that work on a stopped server's data (``cordum keys --data-dir``);
+    raises :class:`~cordum.ports.sqlite_store.StoreLockedError` while a server holds it.
+    """
+    return SqliteStore(
+        settings.store_path,
+        durable=settings.durable_writes,
+        hasher=ChainHasher(audit_hmac_key(settings)),
+    )
 
 
 class ControlPlane:
@@ -78,16 +110,27 @@ class ControlPlane:
         store: Store | None = None,
         bus: Bus | None = None,
         kernel: Kernel | None = None,
+        policy_source: PolicySource | None = None,
     ) -> None:
+        """``policy`` decides until :meth:`start` syncs with the store's active snapshot.
+
+        ``policy_source`` is its bundle texts (see :func:`policy_source`); without it the
+        policy's canonical form is what the first start publishes.
+        """
         self.settings = settings
+        self.hasher = ChainHasher(audit_hmac_key(settings))
         self.store: Store = (
             store
             if store is not None
             else SqliteStore(
-                settings.store_path,
-                durable=settings.durable_writes,
-                hasher=ChainHasher(audit_hmac_key(settings)),
+                settings.store_path, durable=settings.durable_writes, hasher=self.hasher
             )
+        )
+        self.audit = AuditTrail(
+            self.store,
+            self.hasher,
+            load_signing_key(settings.audit_signing_key_path),
+            checkpoint_interval_s=settings.audit_checkpoint_s,
         )
         self.bus: Bus = bus if bus is not None else MemoryBus()
         self.bus_durable = False
@@ -96,11 +139,20 @@ class ControlPlane:
         self.kernel: Kernel = kernel if kernel is not None else LocalKernel(self.holder)
         self.gate_a = self._safety_client("A", settings.gate_a_timeout_s)
         self.gate_b = self._safety_client("B", settings.gate_b_timeout_s, recheck=True)
+        self.approvals = Approvals(
+            self.store,
+            self.bus,
+            self.kernel,
+            self.metrics,
+            default_ttl_s=settings.approval_ttl_s,
+            sweep_interval_s=settings.approval_sweep_s,
+        )
         self.submitter = Submitter(
             self.store,
             self.bus,
             self.gate_a,
             self.metrics,
+            approvals=self.approvals,
             throttle_retry_s=settings.throttle_requeue_s,
         )
         self.execution = Execution(
@@ -131,6 +183,7 @@ class ControlPlane:
                 pool_queue_limit=settings.pool_queue_limit,
                 unclaimed_grace_s=max(2.0, 2 * settings.heartbeat_interval_s),
             ),
+            self.approvals,
         )
         self.reconciler = Reconciler(
             self.store,
@@ -142,8 +195,11 @@ class ControlPlane:
             running_timeout=settings.running_timeout_s,
         )
         self.connections = WorkerConnections(self.bus, self.execution, self.workers)
-        self.approvals = Approvals(self.store, self.bus, self.kernel, self.metrics)
         self.keys = KeyService(self.store)
+        self.policy_admin = PolicyAdmin(self.store, self.holder)
+        self.policy_source = policy_source or source_from_policy(
+            policy, "the policy the control plane was built with"
+        )
         self._worker_tasks: list[asyncio.Task[None]] = []
         self._local_workers: list[Worker] = []
         self.started = False
@@ -168,10 +224,14 @@ class ControlPlane:
 
     async def start(self) -> None:
         """Start every role and re-drive whatever the last run left open."""
+        # Before any role decides a job: the store's active snapshot is the one in force.
+        await self.policy_admin.sync_at_startup(self.policy_source)
         await self.connections.start()
         await self.scheduler.start()
         await self.reconciler.recover(bus_durable=self.bus_durable)
         self.reconciler.start()
+        self.approvals.start()
+        self.audit.start()
         self.started = True
 
     async def add_worker(self, worker: Worker) -> None:
@@ -193,9 +253,11 @@ class ControlPlane:
         if self._worker_tasks:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.gather(*self._worker_tasks), 10)
+        await self.approvals.stop()
         await self.reconciler.stop()
         await self.scheduler.stop()
         await self.connections.stop()
+        await self.audit.stop()
         await self.bus.close()
         await self.store.close()
         self.started = False

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from cordum.ports import JobFilter
-from tests.pipeline.harness import POLICY, Harness, running_plane
+from tests.pipeline.harness import AUTH, POLICY, Harness, running_plane
 
 API_POLICY = POLICY.replace(
     "  - id: allow-test\n",
@@ -85,6 +85,8 @@ async def served(data_dir: Path, **settings: Any) -> AsyncIterator[Harness]:
     settings = {"policy_text": API_POLICY, "pools": POOLS, **settings}
     async with running_plane(data_dir, **settings) as harness:
         limits = httpx.Limits(max_keepalive_connections=0)
-        async with httpx.AsyncClient(base_url=harness.url, timeout=10, limits=limits) as http:
+        async with httpx.AsyncClient(
+            base_url=harness.url, timeout=10, limits=limits, headers=AUTH
+        ) as http:
             harness.http = http
             yield harness

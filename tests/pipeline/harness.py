@@ -4,6 +4,10 @@
 uvicorn on a free port, and yields a :class:`Harness` with the base URL and an httpx
 client. Tests drive it exactly as a user would, and may reach into ``harness.plane`` to
 check the store or to swap the policy.
+
+Auth is on, as in production: :data:`ADMIN_KEY` is every plane's bootstrap admin key, the
+harness client sends it, and ``tests/conftest.py`` exports it as ``CORDUM_API_KEY`` so
+SDK clients and workers created in a test find it the way a user's would.
 """
 
 from __future__ import annotations
@@ -50,6 +54,12 @@ rules:
     decision: allow
     reason: test jobs are allowed
 """
+
+
+ADMIN_KEY = "cordum_test-admin-key-0123456789abcdef"
+"""The bootstrap admin key (every tenant) of every test plane."""
+AUTH = {"X-API-Key": ADMIN_KEY}
+"""Headers that authenticate as :data:`ADMIN_KEY`."""
 
 
 def policy(text: str = POLICY) -> Policy:
@@ -103,7 +113,11 @@ async def running_plane(
     kernel: Kernel | None = None,
     **settings: Any,
 ) -> AsyncIterator[Harness]:
-    """Serve a fresh control plane over HTTP for the duration of the block."""
+    """Serve a fresh control plane over HTTP for the duration of the block.
+
+    ``settings`` override :class:`Settings`; ``api_key`` defaults to :data:`ADMIN_KEY`.
+    """
+    settings.setdefault("api_key", ADMIN_KEY)
     config = Settings.load(environ={}, data_dir=data_dir, demo=False, **settings)
     plane = ControlPlane(config, policy=policy(policy_text), kernel=kernel)
     app = create_app(plane)
@@ -117,9 +131,10 @@ async def running_plane(
         if task.done():
             task.result()
         await asyncio.sleep(0.01)
+    await plane.keys.ensure_bootstrap(config.api_key)
     url = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        async with httpx.AsyncClient(base_url=url, timeout=10, headers=AUTH) as http:
             yield Harness(plane=plane, url=url, http=http)
     finally:
         server.should_exit = True

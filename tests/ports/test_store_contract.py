@@ -522,6 +522,22 @@ async def test_dlq_delete(store):
     assert (await store.get_job(job.id)).state is S.FAILED
 
 
+async def test_dlq_listing_filters_by_tenant(store):
+    ids = {}
+    for tenant in ("acme", "globex", "acme"):
+        job = await create_in(store, S.PENDING, tenant_id=tenant)
+        await store.transition(job.id, S.FAILED, dlq=make_dlq(job))
+        ids.setdefault(tenant, []).append(job.id)
+    acme = await store.list_dlq(tenant_ids=frozenset({"acme"}))
+    assert [e.job_id for e in acme.entries] == ids["acme"][::-1]
+    first = await store.list_dlq(tenant_ids=frozenset({"acme"}), limit=1)
+    rest = await store.list_dlq(tenant_ids=frozenset({"acme"}), cursor=first.next_cursor)
+    assert [e.job_id for e in first.entries + rest.entries] == ids["acme"][::-1]
+    both = await store.list_dlq(tenant_ids=frozenset({"acme", "globex"}))
+    assert len(both.entries) == 3
+    assert (await store.list_dlq(tenant_ids=frozenset())).entries == []
+
+
 # --- update_job --------------------------------------------------------------------------
 
 

@@ -19,14 +19,21 @@ from pathlib import Path
 
 import httpx
 
+from tests.pipeline.harness import ADMIN_KEY
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The test's environment without ``CORDUM_*`` settings, plus ``extra``."""
+    """The test's environment without ``CORDUM_*`` settings, plus ``extra``.
+
+    ``CORDUM_API_KEY`` is :data:`ADMIN_KEY`: a server started with it installs it as its
+    bootstrap admin key, and the CLI and SDK in other processes send it.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("CORDUM_")}
     env.pop("FORCE_COLOR", None)
-    env.update(PYTHONPATH=str(ROOT / "src"), PYTHONIOENCODING="utf-8", **extra)
+    env.update(PYTHONPATH=str(ROOT / "src"), PYTHONIOENCODING="utf-8", CORDUM_API_KEY=ADMIN_KEY)
+    env.update(extra)
     return env
 
 

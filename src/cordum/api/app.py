@@ -10,10 +10,14 @@ from fastapi import FastAPI
 
 from cordum import __version__
 from cordum.api import errors
+from cordum.api.routes_approvals import router as approvals_router
+from cordum.api.routes_audit import router as audit_router
 from cordum.api.routes_jobs import JOB_SCHEMAS
 from cordum.api.routes_jobs import router as jobs_router
+from cordum.api.routes_keys import router as keys_router
 from cordum.api.routes_ops import health
 from cordum.api.routes_ops import router as ops_router
+from cordum.api.routes_policy import router as policy_router
 from cordum.api.routes_workers import router as workers_router
 from cordum.wiring import ControlPlane
 
@@ -43,7 +47,11 @@ def create_app(plane: ControlPlane, *, on_start: Hook | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(jobs_router)
     app.include_router(ops_router)
+    app.include_router(approvals_router)
+    app.include_router(audit_router)
+    app.include_router(policy_router)
     app.include_router(workers_router)
+    app.include_router(keys_router)
     app.include_router(health)
     _publish_job_schemas(app)
     return app

@@ -3,24 +3,45 @@
 A key comes in ``X-API-Key`` or ``Authorization: Bearer``. Unknown and revoked keys are
 401, a role without the permission is 403, and an object of a tenant the key does not
 cover is 404, exactly as if it did not exist, so ids never leak across tenants. Every
-refusal is an ``auth.failure`` audit event. ``--insecure-no-auth`` turns all of this off
-for local demos: every caller is an admin of every tenant.
+refusal is an ``auth.failure`` audit event on the system chain. ``--insecure-no-auth``
+turns all of this off for local demos: every caller is an admin of every tenant.
+
+Routes declare what they need with one of the ``Can*`` parameter types below (a FastAPI
+dependency that also puts the key headers into the OpenAPI document), so a route without
+one stands out; ``tests/api/test_tenant_matrix.py`` fails for any route it does not know.
 """
 
 from __future__ import annotations
 
-from fastapi import Request
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Header, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from cordum.api.deps import plane_of
 from cordum.api.errors import ApiError, not_found
+from cordum.models import Job
 from cordum.models.audit import SYSTEM_CHAIN, AuditDraft
-from cordum.models.keys import ALL_TENANTS, Permission, Principal, Role
+from cordum.models.keys import ALL_TENANTS, Permission, Principal, Role, tenant_problem
 from cordum.models.pipeline import DEFAULT_TENANT, JobRecord
+from cordum.ports import JobFilter
 
 ANONYMOUS = "anonymous"
 
+PUBLIC_PATHS = frozenset({"/health", "/healthz", "/readyz", "/metrics"})
+"""Routes that answer without a key: probes and Prometheus (counts only, no ids)."""
 
-def presented_key(request: Request) -> str | None:
+_API_KEY = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    description="An API key (`cordum keys create`); `cordum up` prints the first one.",
+)
+_BEARER = HTTPBearer(auto_error=False, description="The same API key as a bearer token.")
+
+
+def presented_key(request: HTTPConnection) -> str | None:
     """The key the request carries, if any."""
     key = request.headers.get("x-api-key")
     if key:
@@ -31,7 +52,7 @@ def presented_key(request: Request) -> str | None:
     return None
 
 
-async def principal_of(request: Request) -> Principal:
+async def principal_of(request: HTTPConnection) -> Principal:
     """The authenticated caller (401 without a valid key, unless auth is off)."""
     cached: Principal | None = getattr(request.state, "principal", None)
     if cached is not None:
@@ -45,12 +66,13 @@ async def principal_of(request: Request) -> Principal:
         found = None if key is None else await plane.keys.principal_for(key)
         if found is None:
             why = "no API key" if key is None else "an unknown or revoked API key"
-            await _record_failure(request, None, "unauthenticated", why)
+            await record_failure(request, None, "unauthenticated", why)
             raise ApiError(
                 401,
                 "unauthenticated",
-                f"the request carries {why}; send a key in X-API-Key"
-                " (or Authorization: Bearer). `cordum keys create` makes one.",
+                f"the request carries {why}; send a key in the X-API-Key header (or"
+                " Authorization: Bearer <key>). `cordum up` prints the first admin key;"
+                " `cordum keys create` makes more.",
                 headers={"WWW-Authenticate": 'Bearer realm="cordum"'},
             )
         principal = found
@@ -58,27 +80,72 @@ async def principal_of(request: Request) -> Principal:
     return principal
 
 
-async def authorize(request: Request, permission: Permission) -> Principal:
+async def authorize(request: HTTPConnection, permission: Permission) -> Principal:
     """The caller, if their role holds ``permission``; 403 otherwise."""
     principal = await principal_of(request)
     if not principal.may(permission):
-        await _record_failure(request, principal, "forbidden", permission.value)
-        raise ApiError(
-            403,
-            "forbidden",
-            f"role {principal.role.value} may not {permission.value}; use a key with a role"
-            " that may (see docs/security.md)",
-            role=principal.role.value,
-            permission=permission.value,
-        )
+        await forbid(request, principal, permission)
     return principal
 
 
-async def acting_tenant(request: Request, principal: Principal) -> str:
+async def forbid(request: HTTPConnection, principal: Principal, permission: Permission) -> None:
+    """Refuse ``principal`` for lacking ``permission``: audit it, then raise 403."""
+    await record_failure(request, principal, "forbidden", permission.value)
+    raise ApiError(
+        403,
+        "forbidden",
+        f"role {principal.role.value} may not {permission.value}; use a key with a role"
+        " that may (see docs/security.md)",
+        role=principal.role.value,
+        permission=permission.value,
+    )
+
+
+async def _caller(
+    request: Request,
+    # These three only document the headers in OpenAPI (and the /docs "Authorize"
+    # button); the key and tenant are read from the request by the helpers above.
+    _api_key: Annotated[str | None, Security(_API_KEY)] = None,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None,
+    _tenant: Annotated[
+        str | None,
+        Header(
+            alias="X-Tenant-ID",
+            description="The tenant to act in (a key covering several must name one to"
+            " write); lists cover only this tenant when given.",
+        ),
+    ] = None,
+) -> Principal:
+    return await principal_of(request)
+
+
+def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
+    """A FastAPI dependency: the caller, holding ``permission``."""
+
+    async def dependency(
+        request: Request, principal: Annotated[Principal, Depends(_caller)]
+    ) -> Principal:
+        if not principal.may(permission):
+            await forbid(request, principal, permission)
+        return principal
+
+    return dependency
+
+
+CanRead = Annotated[Principal, Depends(require(Permission.READ))]
+CanSubmit = Annotated[Principal, Depends(require(Permission.SUBMIT))]
+CanOperate = Annotated[Principal, Depends(require(Permission.OPERATE))]
+CanWork = Annotated[Principal, Depends(require(Permission.WORK))]
+CanAdminKeys = Annotated[Principal, Depends(require(Permission.KEYS_ADMIN))]
+Authenticated = Annotated[Principal, Depends(_caller)]
+"""Any valid key; the route decides (e.g. a worker's own key, or an operator)."""
+
+
+async def acting_tenant(request: HTTPConnection, principal: Principal) -> str:
     """The one tenant a write acts in: ``X-Tenant-ID``, else the key's only tenant."""
     named = request.headers.get("x-tenant-id")
     if named:
-        await _check_tenant(request, principal, named)
+        await _check_writable(request, principal, named)
         return named
     own = sorted(principal.tenants - {ALL_TENANTS})
     if principal.all_tenants or (len(own) == 1 and own[0] == DEFAULT_TENANT):
@@ -92,7 +159,7 @@ async def acting_tenant(request: Request, principal: Principal) -> str:
     )
 
 
-async def visible_tenants(request: Request, principal: Principal) -> frozenset[str] | None:
+async def visible_tenants(request: HTTPConnection, principal: Principal) -> frozenset[str] | None:
     """The tenants a listing covers: ``X-Tenant-ID`` alone, else all of the key's (None = all)."""
     named = request.headers.get("x-tenant-id")
     if named:
@@ -101,9 +168,27 @@ async def visible_tenants(request: Request, principal: Principal) -> frozenset[s
     return None if principal.all_tenants else principal.tenants
 
 
-async def check_body_tenant(request: Request, principal: Principal, tenant_id: str) -> None:
+async def check_body_tenant(request: HTTPConnection, principal: Principal, tenant_id: str) -> None:
     """403 when a body names a tenant the key does not cover."""
     await _check_tenant(request, principal, tenant_id)
+
+
+async def job_in_tenant(request: HTTPConnection, principal: Principal, job: Job) -> Job:
+    """The job with its tenant settled: the one it names (if the key covers it), else the
+    acting tenant. What every route that submits or evaluates a job body uses."""
+    if job.tenant_id:
+        await _check_writable(request, principal, job.tenant_id)
+        return job
+    tenant = await acting_tenant(request, principal)
+    return job.model_copy(update={"tenant_id": tenant})
+
+
+def job_filter(principal: Principal, tenants: frozenset[str] | None) -> JobFilter:
+    """The part of a job listing's filter that keeps it to what ``principal`` may see."""
+    if not principal.own_jobs_only:
+        return JobFilter(tenant_ids=tenants)
+    # An agent lists its own submissions only; one without a key id owns nothing.
+    return JobFilter(tenant_ids=tenants, submitter_key=principal.key_id or "")
 
 
 def sees_job(principal: Principal, job: JobRecord) -> bool:
@@ -122,29 +207,51 @@ def require_visible(principal: Principal, job: JobRecord | None, job_id: str) ->
     return job
 
 
-async def _check_tenant(request: Request, principal: Principal, tenant_id: str) -> None:
+async def visible_job(request: HTTPConnection, principal: Principal, job_id: str) -> JobRecord:
+    """Load a job the caller may see, or 404 (the same answer as for an unknown id).
+
+    A hidden job that exists is also recorded as an ``auth.failure`` (``not_visible``),
+    so probing for other tenants' ids shows in the audit trail without showing the prober.
+    """
+    job = await plane_of(request).store.get_job(job_id)
+    if job is not None and not sees_job(principal, job):
+        await record_failure(request, principal, "not_visible", f"job {job_id}")
+    return require_visible(principal, job, job_id)
+
+
+async def _check_writable(request: HTTPConnection, principal: Principal, tenant_id: str) -> None:
+    """A tenant to create things in: a real tenant id (not ``*`` nor a reserved chain's
+    name, which reads may name), and one the key covers."""
+    problem = tenant_problem(tenant_id)
+    if problem is not None:
+        raise ApiError(400, "invalid_tenant", f"tenant {tenant_id!r}: {problem}")
+    await _check_tenant(request, principal, tenant_id)
+
+
+async def _check_tenant(request: HTTPConnection, principal: Principal, tenant_id: str) -> None:
     if not principal.sees(tenant_id):
-        await _record_failure(request, principal, "tenant_forbidden", tenant_id)
+        await record_failure(request, principal, "tenant_forbidden", tenant_id)
         raise ApiError(
             403,
             "tenant_forbidden",
-            f"this key does not cover tenant {tenant_id!r}",
+            f"this key does not cover tenant {tenant_id!r}; use a key of that tenant",
             tenant=tenant_id,
         )
 
 
-async def _record_failure(
-    request: Request, principal: Principal | None, code: str, detail: str
+async def record_failure(
+    request: HTTPConnection, principal: Principal | None, code: str, detail: str
 ) -> None:
     """An ``auth.failure`` event on the system chain: who tried what, from where."""
     plane = plane_of(request)
     client = request.client.host if request.client else None
+    method = request.scope.get("method") or "WEBSOCKET"
     await plane.store.append_audit(
         [
             AuditDraft(
                 tenant_id=SYSTEM_CHAIN,
                 kind="auth.failure",
-                subject=f"{request.method} {request.url.path}",
+                subject=f"{method} {request.url.path}",
                 actor=None if principal is None else principal.key_id,
                 data={"code": code, "detail": detail, "client": client},
             )

@@ -10,8 +10,8 @@ from fastapi import Request
 from cordum.api.errors import ApiError
 
 
-async def read_json(request: Request, limit: int, *, allow_empty: bool = False) -> Any:
-    """The request's JSON body, or an :class:`ApiError` (413, 415, 400) saying what's wrong."""
+async def read_bytes(request: Request, limit: int) -> bytes:
+    """The request's body, at most ``limit`` bytes (413 beyond, before reading it all)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
@@ -22,7 +22,12 @@ async def read_json(request: Request, limit: int, *, allow_empty: bool = False) 
         if size > limit:
             raise too_large(limit)
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, limit: int, *, allow_empty: bool = False) -> Any:
+    """The request's JSON body, or an :class:`ApiError` (413, 415, 400) saying what's wrong."""
+    raw = await read_bytes(request, limit)
     if allow_empty and not raw.strip():
         return EMPTY
     content_type = request.headers.get("content-type", "application/json")

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import Request
 from pydantic import ValidationError
+from starlette.requests import HTTPConnection
 
 from cordum.api.errors import ApiError, invalid
 from cordum.models import Job
@@ -15,8 +16,8 @@ MAX_LABEL_KEY = 256
 MAX_LABEL_VALUE = 4096
 
 
-def plane_of(request: Request) -> ControlPlane:
-    """The control plane serving this request."""
+def plane_of(request: HTTPConnection) -> ControlPlane:
+    """The control plane serving this request (or WebSocket)."""
     plane: ControlPlane = request.app.state.plane
     return plane
 

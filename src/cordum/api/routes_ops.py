@@ -1,4 +1,8 @@
-"""Policy checks, DLQ, approvals, health and metrics."""
+"""Policy checks, DLQ, health and metrics.
+
+Health, readiness and metrics answer without a key (see ``auth.PUBLIC_PATHS``): probes
+and Prometheus scrapers carry none, and these routes show counts, never ids or data.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,23 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 
+from cordum.api.auth import (
+    CanOperate,
+    CanRead,
+    CanSubmit,
+    job_in_tenant,
+    record_failure,
+    visible_tenants,
+)
 from cordum.api.body import read_object
 from cordum.api.deps import parse_job, plane_of
 from cordum.api.errors import ApiError, not_found
 from cordum.api.routes_jobs import JOB_BODY, require_job, submit_job
-from cordum.api.views import dlq_view, job_view
+from cordum.api.views import dlq_view
 from cordum.models import Job
-from cordum.models.state import JobState
+from cordum.models.keys import Principal
+from cordum.models.pipeline import DLQEntry
 from cordum.policy import InvalidJobError
-from cordum.ports import JobFilter
-from cordum.services.approvals import ApprovalConflictError
 from cordum.services.kernel import Kernel
 
 router = APIRouter(prefix="/api/v1")
@@ -27,11 +38,18 @@ health = APIRouter(tags=["health"])
 # --- policy -------------------------------------------------------------------------------
 
 
-async def _decide(request: Request, ask: Callable[[Kernel, Job], Awaitable[Any]]) -> Any:
-    """Parse the job body and put it to the kernel; a job the kernel refuses is a 422."""
+async def _decide(
+    request: Request, principal: Principal, ask: Callable[[Kernel, Job], Awaitable[Any]]
+) -> Any:
+    """Parse the job body and put it to the kernel; a job the kernel refuses is a 422.
+
+    The job is decided in its tenant, checked like a submission's: tenant rules and
+    per-tenant velocity counters must not be readable (or spent) from another tenant.
+    """
     plane = plane_of(request)
     data = await read_object(request, plane.settings.max_body_bytes)
     job = parse_job(data, request, max_labels=plane.settings.max_labels)
+    job = await job_in_tenant(request, principal, job)
     try:
         return (await ask(plane.kernel, job)).to_dict()
     except InvalidJobError as exc:
@@ -39,23 +57,29 @@ async def _decide(request: Request, ask: Callable[[Kernel, Job], Awaitable[Any]]
 
 
 @router.post("/policy/evaluate", tags=["policy"], openapi_extra=JOB_BODY)
-async def policy_evaluate(request: Request) -> dict[str, Any]:
+async def policy_evaluate(request: Request, principal: CanSubmit) -> dict[str, Any]:
     """Decide a job as gate A would (velocity rules count it); nothing is submitted."""
-    result: dict[str, Any] = await _decide(request, lambda kernel, job: kernel.evaluate(job))
+    result: dict[str, Any] = await _decide(
+        request, principal, lambda kernel, job: kernel.evaluate(job)
+    )
     return result
 
 
 @router.post("/policy/simulate", tags=["policy"], openapi_extra=JOB_BODY)
-async def policy_simulate(request: Request) -> dict[str, Any]:
+async def policy_simulate(request: Request, principal: CanSubmit) -> dict[str, Any]:
     """Decide a job with no side effects at all."""
-    result: dict[str, Any] = await _decide(request, lambda kernel, job: kernel.simulate(job))
+    result: dict[str, Any] = await _decide(
+        request, principal, lambda kernel, job: kernel.simulate(job)
+    )
     return result
 
 
 @router.post("/policy/explain", tags=["policy"], openapi_extra=JOB_BODY)
-async def policy_explain(request: Request) -> dict[str, Any]:
+async def policy_explain(request: Request, principal: CanSubmit) -> dict[str, Any]:
     """The simulated decision plus each rule's trace."""
-    result: dict[str, Any] = await _decide(request, lambda kernel, job: kernel.explain(job))
+    result: dict[str, Any] = await _decide(
+        request, principal, lambda kernel, job: kernel.explain(job)
+    )
     return result
 
 
@@ -64,89 +88,54 @@ async def policy_explain(request: Request) -> dict[str, Any]:
 
 @router.get("/dlq", tags=["dlq"])
 async def list_dlq(
-    request: Request, cursor: str | None = None, limit: int = Query(50, ge=1, le=500)
+    request: Request,
+    principal: CanRead,
+    cursor: str | None = None,
+    limit: int = Query(50, ge=1, le=500),
 ) -> dict[str, Any]:
-    """Dead-lettered jobs, newest first, with reason codes."""
+    """Dead-lettered jobs of the key's tenants, newest first, with reason codes."""
     plane = plane_of(request)
+    tenants = await visible_tenants(request, principal)
     try:
-        page = await plane.store.list_dlq(cursor=cursor, limit=limit)
+        page = await plane.store.list_dlq(cursor=cursor, limit=limit, tenant_ids=tenants)
     except ValueError as exc:
         raise ApiError(422, "invalid_cursor", str(exc)) from None
     return {"entries": [dlq_view(e) for e in page.entries], "next_cursor": page.next_cursor}
 
 
 @router.post("/dlq/{job_id}/retry", tags=["dlq"])
-async def retry_dlq(request: Request, job_id: str) -> Response:
-    """Submit the dead-lettered job again (a new job, through gate A); the entry is removed."""
+async def retry_dlq(request: Request, principal: CanOperate, job_id: str) -> Response:
+    """Submit the dead-lettered job again (a new job, through gate A); the entry is removed.
+
+    The new job is submitted by the caller, in the dead job's tenant.
+    """
     plane = plane_of(request)
-    if await plane.store.get_dlq(job_id) is None:
-        raise not_found("dlq_entry", job_id)
+    await _visible_entry(request, principal, job_id)
     job = await require_job(plane, job_id)
-    response = await submit_job(
-        plane, job.spec.model_copy(update={"idempotency_key": None}), retry_of=job_id
-    )
+    spec = job.spec.model_copy(update={"idempotency_key": None, "tenant_id": job.tenant_id})
+    response = await submit_job(plane, spec, principal, retry_of=job_id)
     await plane.store.delete_dlq(job_id)
     return response
 
 
 @router.delete("/dlq/{job_id}", tags=["dlq"], status_code=204)
-async def delete_dlq(request: Request, job_id: str) -> Response:
+async def delete_dlq(request: Request, principal: CanOperate, job_id: str) -> Response:
     """Remove a DLQ entry (the job itself stays, terminal)."""
+    await _visible_entry(request, principal, job_id)
     if not await plane_of(request).store.delete_dlq(job_id):
         raise not_found("dlq_entry", job_id)
     return Response(status_code=204)
 
 
-# --- approvals ----------------------------------------------------------------------------
-
-
-@router.get("/approvals", tags=["approvals"])
-async def list_approvals(
-    request: Request, cursor: str | None = None, limit: int = Query(50, ge=1, le=500)
-) -> dict[str, Any]:
-    """Jobs waiting for a human decision, newest first."""
-    plane = plane_of(request)
-    filters = JobFilter(states=frozenset({JobState.APPROVAL_REQUIRED}))
-    try:
-        page = await plane.store.list_jobs(filters, cursor=cursor, limit=limit)
-    except ValueError as exc:
-        raise ApiError(422, "invalid_cursor", str(exc)) from None
-    return {"approvals": [job_view(j) for j in page.jobs], "next_cursor": page.next_cursor}
-
-
-async def _resolve(request: Request, job_id: str, approve: bool) -> dict[str, Any]:
-    plane = plane_of(request)
-    body = await read_object(request, plane.settings.max_body_bytes, optional=True)
-    await require_job(plane, job_id)
-    by = request.headers.get("x-principal-id") or "admin"
-    try:
-        outcome = await plane.approvals.resolve(
-            job_id,
-            approve=approve,
-            by=by,
-            reason=str(body.get("reason") or ""),
-            note=str(body.get("note") or ""),
-        )
-    except ApprovalConflictError as exc:
-        raise ApiError(
-            409, "approval_already_resolved", str(exc), state=exc.job.state.value
-        ) from None
-    status = "approved" if approve else "rejected"
-    if not outcome.changed:
-        status = f"already_{status}"
-    return {"status": status, "job": job_view(outcome.job)}
-
-
-@router.post("/approvals/{job_id}/approve", tags=["approvals"])
-async def approve(request: Request, job_id: str) -> dict[str, Any]:
-    """Approve: the job goes back to PENDING and through gate B."""
-    return await _resolve(request, job_id, approve=True)
-
-
-@router.post("/approvals/{job_id}/reject", tags=["approvals"])
-async def reject(request: Request, job_id: str) -> dict[str, Any]:
-    """Reject: the job is DENIED."""
-    return await _resolve(request, job_id, approve=False)
+async def _visible_entry(request: Request, principal: Principal, job_id: str) -> DLQEntry:
+    """The DLQ entry, or 404 when there is none or it belongs to a tenant the key lacks."""
+    entry = await plane_of(request).store.get_dlq(job_id)
+    if entry is not None and not principal.sees(entry.tenant_id):
+        await record_failure(request, principal, "not_visible", f"dlq entry {job_id}")
+        entry = None
+    if entry is None:
+        raise not_found("dlq_entry", job_id)
+    return entry
 
 
 # --- health -------------------------------------------------------------------------------

@@ -3,6 +3,11 @@
 An external worker gets its jobs exactly like an in-process one: from its connection's
 inbox, fed by ``worker.<id>.jobs`` on the bus; a job is claimed (RUNNING) just before it
 is handed over.
+
+Workers are shared infrastructure, not objects of a tenant: any key that may read sees
+the list. A worker belongs to the key that registered it, and only that key may act as
+it (heartbeat, poll, socket, reports); anyone else gets the answer an unknown worker
+gets. Draining or removing another key's worker takes an operator key of every tenant.
 """
 
 from __future__ import annotations
@@ -16,12 +21,15 @@ from typing import Any, Literal, TypeVar
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import HTTPConnection
 
+from cordum.api.auth import Authenticated, CanRead, CanWork, authorize, forbid
 from cordum.api.body import read_object
 from cordum.api.deps import plane_of
 from cordum.api.errors import ApiError, invalid
 from cordum.api.views import worker_view
-from cordum.models.pipeline import JobAssignment, JobError
+from cordum.models.keys import Permission, Principal
+from cordum.models.pipeline import JobAssignment, JobError, JobRecord, WorkerRecord
 from cordum.ports import JobNotFoundError
 from cordum.services.connections import Connection
 from cordum.services.execution import JobStateError
@@ -32,6 +40,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["workers"])
 
 MAX_POLL_WAIT_S = 30.0
+MAX_CLOSE_REASON = 123
 _M = TypeVar("_M", bound=BaseModel)
 
 
@@ -95,8 +104,36 @@ def _unknown(exc: UnknownWorkerError) -> ApiError:
     return ApiError(404, "unknown_worker", str(exc), worker_id=exc.worker_id)
 
 
+def _acts_as(plane: ControlPlane, principal: Principal, record: WorkerRecord) -> bool:
+    """Whether ``principal`` is the key the worker registered with (always, with auth off)."""
+    return not plane.settings.auth or record.owner_key == principal.key_id
+
+
+async def _own_worker(connection: HTTPConnection, principal: Principal, worker_id: str) -> None:
+    """404 ``unknown_worker`` unless the worker is registered by the caller's key.
+
+    Someone else's worker gets the very answer an unknown one does: a worker id is no
+    secret, but acting as another key's worker would mean taking its jobs.
+    """
+    plane = plane_of(connection)
+    record = await plane.workers.find(worker_id)
+    if record is None or not _acts_as(plane, principal, record):
+        raise _unknown(UnknownWorkerError(worker_id))
+
+
+async def _reported_job(
+    request: Request, principal: Principal, worker_id: str, job_id: str
+) -> JobRecord:
+    """The job a report is about; 404 when there is none, or when it is neither this
+    worker's job nor in a tenant of the key (so job states never leak across tenants)."""
+    job = await plane_of(request).store.get_job(job_id)
+    if job is None or (job.worker_id != worker_id and not principal.sees(job.tenant_id)):
+        raise ApiError(404, "job_not_found", f"no job with id {job_id!r}")
+    return job
+
+
 @router.get("/workers")
-async def list_workers(request: Request) -> dict[str, Any]:
+async def list_workers(request: Request, principal: CanRead) -> dict[str, Any]:
     """Every registered worker, whether it is live, and its current load."""
     plane = plane_of(request)
     directory = plane.directory
@@ -114,10 +151,19 @@ async def list_workers(request: Request) -> dict[str, Any]:
 
 
 @router.post("/workers")
-async def register_worker(request: Request) -> dict[str, Any]:
+async def register_worker(request: Request, principal: CanWork) -> dict[str, Any]:
     """Register (or re-register under the same id) and open the worker's inbox."""
     plane = plane_of(request)
     body = await _body(request, Registration)
+    if body.worker_id is not None:
+        existing = await plane.workers.find(body.worker_id)
+        if existing is not None and not _acts_as(plane, principal, existing):
+            raise ApiError(
+                409,
+                "worker_id_taken",
+                f"worker id {body.worker_id!r} is registered by another key;"
+                " choose another worker_id (or leave it out to get a fresh one)",
+            )
     try:
         record = await plane.workers.register(
             pool=body.pool,
@@ -126,6 +172,7 @@ async def register_worker(request: Request) -> dict[str, Any]:
             transport=body.transport,
             worker_id=body.worker_id,
             labels=body.labels,
+            owner_key=principal.key_id,
         )
     except InvalidWorkerError as exc:
         raise ApiError(422, "invalid_worker", str(exc)) from None
@@ -144,9 +191,10 @@ async def _connection(plane: ControlPlane, worker_id: str) -> Connection:
 
 
 @router.post("/workers/{worker_id}/heartbeat")
-async def heartbeat(request: Request, worker_id: str) -> dict[str, Any]:
+async def heartbeat(request: Request, principal: CanWork, worker_id: str) -> dict[str, Any]:
     """I'm alive; the answer lists jobs to cancel."""
     plane = plane_of(request)
+    await _own_worker(request, principal, worker_id)
     body = await _body(request, Heartbeat, optional=True)
     try:
         await plane.workers.heartbeat(worker_id, body.active_jobs, body.job_ids)
@@ -157,9 +205,10 @@ async def heartbeat(request: Request, worker_id: str) -> dict[str, Any]:
 
 
 @router.post("/workers/{worker_id}/poll")
-async def poll(request: Request, worker_id: str) -> dict[str, Any]:
+async def poll(request: Request, principal: CanWork, worker_id: str) -> dict[str, Any]:
     """Long-poll for jobs: answers as soon as there is one, or after ``wait_s``."""
     plane = plane_of(request)
+    await _own_worker(request, principal, worker_id)
     body = await _body(request, Poll, optional=True)
     connection = await _connection(plane, worker_id)
     items = await connection.take(body.max_jobs, body.wait_s)
@@ -168,10 +217,14 @@ async def poll(request: Request, worker_id: str) -> dict[str, Any]:
 
 
 @router.post("/workers/{worker_id}/jobs/{job_id}/progress")
-async def progress(request: Request, worker_id: str, job_id: str) -> dict[str, Any]:
+async def progress(
+    request: Request, principal: CanWork, worker_id: str, job_id: str
+) -> dict[str, Any]:
     """A progress report for a running job."""
     plane = plane_of(request)
+    await _own_worker(request, principal, worker_id)
     body = await _body(request, Progress)
+    await _reported_job(request, principal, worker_id, job_id)
     try:
         job = await plane.execution.progress(worker_id, job_id, body.model_dump())
     except JobNotFoundError:
@@ -182,10 +235,14 @@ async def progress(request: Request, worker_id: str, job_id: str) -> dict[str, A
 
 
 @router.post("/workers/{worker_id}/jobs/{job_id}/result")
-async def result(request: Request, worker_id: str, job_id: str) -> dict[str, Any]:
+async def result(
+    request: Request, principal: CanWork, worker_id: str, job_id: str
+) -> dict[str, Any]:
     """A job's outcome; a repeat or a late result is acknowledged and ignored."""
     plane = plane_of(request)
+    await _own_worker(request, principal, worker_id)
     body = await _body(request, Result)
+    await _reported_job(request, principal, worker_id, job_id)
     try:
         job, used = await plane.execution.complete(
             worker_id,
@@ -201,9 +258,10 @@ async def result(request: Request, worker_id: str, job_id: str) -> dict[str, Any
 
 
 @router.post("/workers/{worker_id}/drain")
-async def drain(request: Request, worker_id: str) -> dict[str, Any]:
+async def drain(request: Request, principal: Authenticated, worker_id: str) -> dict[str, Any]:
     """Stop dispatching to the worker; its running jobs finish."""
     plane = plane_of(request)
+    await _may_manage(request, principal, worker_id)
     try:
         await plane.workers.drain(worker_id)
     except UnknownWorkerError as exc:
@@ -212,9 +270,10 @@ async def drain(request: Request, worker_id: str) -> dict[str, Any]:
 
 
 @router.delete("/workers/{worker_id}", status_code=204)
-async def deregister(request: Request, worker_id: str) -> Response:
+async def deregister(request: Request, principal: Authenticated, worker_id: str) -> Response:
     """Leave; jobs dispatched but never taken go back to PENDING."""
     plane = plane_of(request)
+    await _may_manage(request, principal, worker_id)
     await plane.connections.disconnect(worker_id)
     try:
         await plane.workers.deregister(worker_id)
@@ -223,11 +282,32 @@ async def deregister(request: Request, worker_id: str) -> Response:
     return Response(status_code=204)
 
 
+async def _may_manage(request: Request, principal: Principal, worker_id: str) -> None:
+    """Drain or remove: the worker's own key, or an operator key that spans every tenant
+    (a shared worker serves them all). Others get 403 without either permission, else
+    the unknown-worker 404."""
+    if not principal.may(Permission.WORK) and not principal.may(Permission.OPERATE):
+        await forbid(request, principal, Permission.OPERATE)
+    if principal.may(Permission.OPERATE) and principal.all_tenants:
+        return
+    await _own_worker(request, principal, worker_id)
+
+
 @router.websocket("/workers/{worker_id}/ws")
 async def worker_socket(websocket: WebSocket, worker_id: str) -> None:
-    """Push jobs and cancels; receive heartbeats, progress and results."""
+    """Push jobs and cancels; receive heartbeats, progress and results.
+
+    Refusals close the socket with 4000 + the HTTP status the same request would get
+    (4401 no or bad key, 4403 not a worker key, 4404 unknown or someone else's worker).
+    """
     plane: ControlPlane = websocket.app.state.plane
     await websocket.accept()
+    try:
+        principal = await authorize(websocket, Permission.WORK)
+        await _own_worker(websocket, principal, worker_id)
+    except ApiError as exc:
+        await websocket.close(code=4000 + exc.status, reason=_close_reason(exc.message))
+        return
     if worker_id not in plane.directory.workers:
         await websocket.close(code=4404, reason="unknown worker; register it first")
         return
@@ -249,6 +329,14 @@ async def worker_socket(websocket: WebSocket, worker_id: str) -> None:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await pusher
         await plane.connections.disconnect(worker_id)
+
+
+def _close_reason(message: str) -> str:
+    """``message`` cut to the 123 bytes a close frame's reason may hold."""
+    data = message.encode()
+    if len(data) <= MAX_CLOSE_REASON:
+        return message
+    return data[: MAX_CLOSE_REASON - 3].decode(errors="ignore") + "..."
 
 
 async def _push(websocket: WebSocket, connection: Connection) -> None:

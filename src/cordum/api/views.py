@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from cordum.models.approval import ApprovalRecord
+from cordum.models.keys import ApiKeyRecord
 from cordum.models.pipeline import DecisionEntry, DLQEntry, JobEvent, JobRecord, WorkerRecord
 
 
@@ -96,3 +98,26 @@ def worker_view(worker: WorkerRecord, *, live: bool, active: int) -> dict[str, A
         active_jobs=active,
     )
     return data
+
+
+def approval_view(approval: ApprovalRecord) -> dict[str, Any]:
+    """An approval as ``GET /api/v1/approvals`` shows it (its id is its job's id)."""
+    view = approval.model_dump(mode="json")
+    view["approval_id"] = approval.job_id
+    for name in ("created_at", "expires_at", "resolved_at"):
+        view[name] = iso(getattr(approval, name))
+    return view
+
+
+def key_view(record: ApiKeyRecord) -> dict[str, Any]:
+    """An API key as the API and CLI show it: everything but its hash."""
+    return {
+        "key_id": record.key_id,
+        "name": record.name,
+        "role": record.role.value,
+        "tenants": list(record.tenants),
+        "created_at": iso(record.created_at),
+        "created_by": record.created_by,
+        "revoked_at": iso(record.revoked_at),
+        "active": record.active,
+    }

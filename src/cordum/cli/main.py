@@ -12,6 +12,8 @@ import sys
 import typer
 
 from cordum import __version__
+from cordum.cli.audit import audit_app
+from cordum.cli.keys import keys_app
 from cordum.cli.output import err_console
 from cordum.cli.policy import policy_app
 from cordum.cli.remote import approve, demo, job_app, reject
@@ -29,6 +31,8 @@ app = typer.Typer(
 )
 app.add_typer(policy_app, name="policy")
 app.add_typer(job_app, name="job")
+app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
 app.command()(up)
 app.command()(demo)
 app.command()(approve)

@@ -10,13 +10,18 @@ from pathlib import Path
 
 import typer
 import uvicorn
+from rich.markup import escape
+from rich.panel import Panel
 
 from cordum.cli import render
 from cordum.cli.output import EXIT_FAILED, EXIT_USAGE, console, err_console
 from cordum.config import Settings, SettingsError
 from cordum.policy import PolicyLoadError
 from cordum.ports.sqlite_store import StoreLockedError
-from cordum.wiring import ControlPlane, load_policy
+from cordum.services.keys import MIN_KEY_LENGTH
+from cordum.wiring import ControlPlane, load_policy, policy_source
+
+log = logging.getLogger("cordum")
 
 GC_YOUNG_THRESHOLD = 20_000
 """Allocations between young-generation collections (CPython's default is 700)."""
@@ -32,29 +37,58 @@ def up(
         None, "--policy", help="A policy file or bundle directory (default: the demo pack's)."
     ),
     no_demo: bool = typer.Option(False, "--no-demo", help="Do not start the demo pack workers."),
+    insecure_no_auth: bool = typer.Option(
+        False,
+        "--insecure-no-auth",
+        help="Turn API keys off: every caller is an admin of every tenant. Local demos only.",
+    ),
 ) -> None:
-    """Start the embedded control plane: API, gates, scheduler, workers, one SQLite file."""
+    """Start the embedded control plane: API, gates, scheduler, workers, one SQLite file.
+
+    The first start mints an admin API key and prints it once (or installs
+    $CORDUM_API_KEY as the admin key when it is set).
+    """
     try:
         settings = Settings.load(
-            host=host, port=port, data_dir=data_dir, policy=policy, demo=not no_demo
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            policy=policy,
+            demo=not no_demo,
+            auth=False if insecure_no_auth else None,
         )
     except SettingsError as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(EXIT_USAGE) from None
+    if settings.auth and settings.api_key is not None and len(settings.api_key) < MIN_KEY_LENGTH:
+        err_console.print(
+            f"[bold red]error:[/] CORDUM_API_KEY is shorter than {MIN_KEY_LENGTH} characters;"
+            " set a long random key (or unset it and one is generated)"
+        )
+        raise typer.Exit(EXIT_USAGE)
     try:
         active_policy = load_policy(settings)
+        source = policy_source(settings)
     except PolicyLoadError as exc:
         render.issues(exc.issues, "The policy cannot be loaded; nothing was started.")
         raise typer.Exit(EXIT_USAGE) from None
     _check_port_free(settings.host, settings.port)
     try:
-        plane = ControlPlane(settings, policy=active_policy)
+        plane = ControlPlane(settings, policy=active_policy, policy_source=source)
     except StoreLockedError as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(EXIT_FAILED) from None
     from cordum.api import create_app  # keeps `cordum policy` start-up light
 
     async def start_demo(started: ControlPlane) -> None:
+        await _bootstrap_auth(started)
+        # Known only now: the store's active snapshot wins over the policy given at start.
+        active = await started.policy_admin.active()
+        if active is not None:
+            console.print(
+                f"  policy snapshot v{active.version} {active.snapshot_id}"
+                f"  ({escape(active.author or '?')}: {escape(active.message or 'no message')})"
+            )
         if settings.demo:
             from cordum.demo.workers import build_demo_worker
 
@@ -73,7 +107,8 @@ def up(
     console.print(
         f"[bold]Cordum[/] is up on [cyan]{url}[/]  (API docs: {url}/docs)\n"
         f"  store:  {settings.store_path}\n"
-        f"  policy: {settings.policy or 'demo pack'}  snapshot {active_policy.snapshot_id}\n"
+        f"  policy: {source.origin}"
+        f"{'' if source.explicit else ' (unless the store already has an active snapshot)'}\n"
         f"  demo workers: {'on (job.demo.*)' if settings.demo else 'off'}"
         f"   fail mode: {settings.fail_mode.value}\n"
         "Try [bold]cordum demo[/] in another terminal. Ctrl+C stops."
@@ -87,6 +122,40 @@ def up(
         access_log=False,
         ws_max_size=settings.max_body_bytes,
     )
+
+
+async def _bootstrap_auth(plane: ControlPlane) -> None:
+    """Say how callers authenticate; mint the first admin key (printed only now) if needed."""
+    settings = plane.settings
+    if not settings.auth:
+        local = settings.host in ("127.0.0.1", "localhost", "::1")
+        exposed = "" if local else f"\nIt listens on {settings.host}: whoever reaches it owns it."
+        err_console.print(
+            Panel(
+                "[bold]AUTHENTICATION IS OFF[/] (--insecure-no-auth or CORDUM_AUTH=false).\n"
+                "Every caller is an admin of every tenant: they can approve any job, create"
+                " keys and change the policy. For local demos only." + exposed,
+                title="[bold red]INSECURE[/]",
+                border_style="bold red",
+            )
+        )
+        log.warning("authentication is off: every caller is an admin of every tenant")
+        return
+    minted = await plane.keys.ensure_bootstrap(settings.api_key)
+    if minted is not None:
+        # No panel around the key: its border would get in the way of copying the line.
+        console.rule("[bold yellow]admin API key, shown only this once[/]", style="yellow")
+        console.print(f"  [bold]export CORDUM_API_KEY={minted}[/]")
+        console.print(
+            "  An admin key of every tenant; only its hash is stored. Export it in the shells"
+            " that talk to this server, then make keys for agents, workers and people with"
+            " [bold]cordum keys create[/]."
+        )
+        console.rule(style="yellow")
+    elif settings.api_key is not None:
+        console.print("  auth:   on; $CORDUM_API_KEY is an admin key")
+    else:
+        console.print("  auth:   on (X-API-Key); `cordum keys list` shows the keys")
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -57,3 +57,12 @@ class ApprovalRecord(BaseModel):
     resolved_snapshot: str | None = Field(
         None, description="The snapshot in force when it was resolved (re-checked if changed)."
     )
+
+
+def closed_by_transition(
+    approval: ApprovalRecord, status: ApprovalStatus, at: float, reason: str
+) -> ApprovalRecord:
+    """A pending approval settled by something other than a human (cancel, deadline, expiry)."""
+    return approval.model_copy(
+        update={"status": status, "resolved_at": at, "resolution_reason": reason}
+    )

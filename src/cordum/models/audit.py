@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,6 +42,20 @@ class AuditEvent(BaseModel):
     body: str = Field(
         description="The canonical JSON that was hashed (everything above but the hash)."
     )
+
+
+class AuditRow(NamedTuple):
+    """An event as stored, without ``data`` parsed out of its body: what verifying reads."""
+
+    tenant_id: str
+    seq: int
+    kind: str
+    at_ms: int
+    actor: str | None
+    subject: str | None
+    prev_hash: str
+    event_hash: str
+    body: str
 
 
 @dataclass(frozen=True)
@@ -153,6 +167,11 @@ class ChainHasher:
 
     def __init__(self, key: bytes | None = None) -> None:
         self._key = key
+
+    @property
+    def algorithm(self) -> str:
+        """``sha256`` or ``hmac-sha256``: what a verifier needs to know (never the key)."""
+        return "sha256" if self._key is None else "hmac-sha256"
 
     def digest(self, prev_hash: str, body: str) -> str:
         """The hash sealing ``body`` after ``prev_hash``."""

@@ -8,7 +8,9 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 ALL_TENANTS = "*"
-"""In a key's tenant list: every tenant (admin keys only)."""
+"""In a key's tenant list: every tenant."""
+RESERVED_TENANT_PREFIX = "_"
+"""Tenant ids starting with this name internal audit chains (``_system``); none may be used."""
 
 
 class Role(StrEnum):
@@ -111,3 +113,14 @@ class Principal:
     def own_jobs_only(self) -> bool:
         """Agents see only what they submitted."""
         return self.role is Role.AGENT
+
+
+def tenant_problem(tenant_id: str) -> str | None:
+    """Why ``tenant_id`` cannot name a tenant (of a job or a key), or None when it can."""
+    if tenant_id == ALL_TENANTS:
+        return "`*` means every tenant and is not a tenant itself; name one tenant"
+    if not tenant_id or tenant_id != tenant_id.strip():
+        return "a tenant id must not be empty or start or end with spaces"
+    if tenant_id.startswith(RESERVED_TENANT_PREFIX):
+        return f"tenant ids starting with {RESERVED_TENANT_PREFIX!r} are reserved"
+    return None

@@ -194,6 +194,11 @@ class WorkerRecord(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     registered_at: float
     last_heartbeat: float
+    owner_key: str | None = Field(
+        default=None,
+        description="Id of the API key that registered it: only that key may act as it"
+        " (None: registered in-process or with auth off).",
+    )
 
 
 class JobAssignment(BaseModel):

@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from cordum.models.approval import ApprovalRecord
-from cordum.models.audit import AuditCheckpoint, AuditDraft, AuditEvent
+from cordum.models.approval import ApprovalRecord, ApprovalStatus, closed_by_transition
+from cordum.models.audit import AuditCheckpoint, AuditDraft, AuditEvent, AuditRow
 from cordum.models.keys import ApiKeyRecord
 from cordum.models.policy_records import PolicyBundleRecord, PolicySnapshotRecord
+from cordum.models.state import JobState
 from cordum.ports.sqlite_audit import EVENT_COLUMNS, AuditChains, event_from_row
 from cordum.ports.store import ApprovalFilter, ApprovalPage, AuditFilter
 
@@ -45,6 +46,13 @@ CREATE TABLE IF NOT EXISTS api_keys (
     data TEXT NOT NULL
 );
 """
+
+CLOSING_STATUS = {
+    JobState.CANCELLED: ApprovalStatus.CANCELLED,
+    JobState.TIMEOUT: ApprovalStatus.EXPIRED,
+    JobState.DENIED: ApprovalStatus.INVALIDATED,
+}
+"""What a pending approval becomes when its job leaves APPROVAL_REQUIRED without one."""
 
 
 def approval_audit(approval: ApprovalRecord) -> AuditDraft:
@@ -94,6 +102,20 @@ class RecordTables:
             ),
         )
         self._audit.append_draft(db, approval_audit(approval))
+
+    def _closed_approval(
+        self, db: sqlite3.Connection, job_id: str, target: JobState, at: float, reason: str
+    ) -> ApprovalRecord | None:
+        """The pending approval of a job leaving APPROVAL_REQUIRED by another way than a
+        human's answer (cancel, deadline), settled to match, so the two never disagree."""
+        row = db.execute("SELECT data FROM approvals WHERE job_id=?", (job_id,)).fetchone()
+        if row is None:
+            return None
+        approval = ApprovalRecord.model_validate_json(row[0])
+        if approval.status.resolved:
+            return None
+        status = CLOSING_STATUS.get(target, ApprovalStatus.CANCELLED)
+        return closed_by_transition(approval, status, at, reason)
 
     # --- approvals --------------------------------------------------------------------------
 
@@ -280,6 +302,17 @@ class RecordTables:
             (*args, limit),
         ).fetchall()
         return [event_from_row(row) for row in rows]
+
+    async def audit_rows(
+        self, tenant_id: str, *, after_seq: int = 0, limit: int = 10_000
+    ) -> list[AuditRow]:
+        """See :meth:`cordum.ports.store.Store.audit_rows`."""
+        rows = self._db.execute(
+            f"SELECT {EVENT_COLUMNS} FROM audit_events WHERE tenant_id = ? AND seq > ?"
+            " ORDER BY seq LIMIT ?",
+            (tenant_id, after_seq, limit),
+        ).fetchall()
+        return list(map(AuditRow._make, rows))
 
     async def audit_chains(self) -> list[str]:
         """See :meth:`cordum.ports.store.Store.audit_chains`."""

@@ -313,6 +313,8 @@ class SqliteStore(RecordTables):
                 self._insert_event(db, job, source, destination, at, why)
             if decision is not None:
                 self._insert_decision(db, job.tenant_id, decision)
+            if approval is None and previous is JobState.APPROVAL_REQUIRED:
+                approval = self._closed_approval(db, job_id, target, at, reason)
             if approval is not None:
                 self._write_approval(db, approval)
             self._write_audit(db, audit)
@@ -388,12 +390,27 @@ class SqliteStore(RecordTables):
 
     # --- DLQ ----------------------------------------------------------------------------
 
-    async def list_dlq(self, *, cursor: str | None = None, limit: int = 50) -> DLQPage:
+    async def list_dlq(
+        self,
+        *,
+        cursor: str | None = None,
+        limit: int = 50,
+        tenant_ids: frozenset[str] | None = None,
+    ) -> DLQPage:
         """See :meth:`cordum.ports.store.Store.list_dlq`."""
-        sql, args = "SELECT seq, data FROM dlq", []
+        where: list[str] = []
+        args: list[Any] = []
         if cursor is not None:
-            sql += " WHERE seq < ?"
+            where.append("seq < ?")
             args.append(cursor_value(cursor))
+        if tenant_ids is not None:
+            # The DLQ is small and rarely listed: the tenant is read from the entry itself
+            # rather than kept in a column of its own.
+            where.append(
+                f"json_extract(data, '$.tenant_id') IN ({', '.join('?' * len(tenant_ids))})"
+            )
+            args.extend(sorted(tenant_ids))
+        sql = "SELECT seq, data FROM dlq" + (" WHERE " + " AND ".join(where) if where else "")
         rows = self._db.execute(f"{sql} ORDER BY seq DESC LIMIT ?", (*args, limit + 1)).fetchall()
         entries = [DLQEntry.model_validate_json(data) for _, data in rows[:limit]]
         next_cursor = str(rows[limit - 1][0]) if len(rows) > limit else None

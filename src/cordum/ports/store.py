@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cordum.models.approval import ApprovalRecord, ApprovalStatus
-from cordum.models.audit import AuditCheckpoint, AuditDraft, AuditEvent
+from cordum.models.audit import AuditCheckpoint, AuditDraft, AuditEvent, AuditRow
 from cordum.models.keys import ApiKeyRecord
 from cordum.models.pipeline import (
     DecisionEntry,
@@ -230,8 +230,17 @@ class Store(Protocol):
         """How many jobs are in each state (states with none are omitted)."""
         ...
 
-    async def list_dlq(self, *, cursor: str | None = None, limit: int = 50) -> DLQPage:
-        """Dead-lettered jobs, newest first, ``limit`` at a time."""
+    async def list_dlq(
+        self,
+        *,
+        cursor: str | None = None,
+        limit: int = 50,
+        tenant_ids: frozenset[str] | None = None,
+    ) -> DLQPage:
+        """Dead-lettered jobs, newest first, ``limit`` at a time.
+
+        ``tenant_ids``: only entries of these tenants (None: every tenant; empty: none).
+        """
         ...
 
     async def get_dlq(self, job_id: str) -> DLQEntry | None:
@@ -336,6 +345,12 @@ class Store(Protocol):
 
     async def list_audit(self, filters: AuditFilter, *, limit: int = 1000) -> list[AuditEvent]:
         """Events of one chain after ``filters.after_seq``, oldest first (a cursor by seq)."""
+        ...
+
+    async def audit_rows(
+        self, tenant_id: str, *, after_seq: int = 0, limit: int = 10_000
+    ) -> list[AuditRow]:
+        """Events of one chain after ``after_seq`` as stored (for verifying: no parsing)."""
         ...
 
     async def audit_chains(self) -> list[str]:

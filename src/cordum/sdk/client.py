@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, BinaryIO, Self
 
-from cordum.sdk import _jobs
-from cordum.sdk._wire import Call, Settings, send_async, send_sync
-from cordum.sdk.errors import WaitTimeout
+import httpx
+
+from cordum.sdk import _audit, _jobs, _keys
+from cordum.sdk._wire import Call, Settings, error_for, send_async, send_sync
+from cordum.sdk.errors import CordumUnavailable, WaitTimeout
 
 
 class AsyncClient:
@@ -138,6 +140,11 @@ class AsyncClient:
         )
         return answer
 
+    async def verify_audit(self, tenant: str | None = None) -> dict[str, Any]:
+        """Verify the audit chain of ``tenant`` (default: every chain the key may read)."""
+        report: dict[str, Any] = await self._call(_audit.verify_call(tenant))
+        return report
+
     async def remediate(self, job_id: str, remediation_id: str) -> dict[str, Any]:
         """Re-submit a refused job with one of its remediations; answers like ``submit``."""
         answer: dict[str, Any] = await self._call(_jobs.remediate_call(job_id, remediation_id))
@@ -157,6 +164,26 @@ class AsyncClient:
         """The simulated decision plus each rule's trace, to see why."""
         decision: dict[str, Any] = await self._call(_jobs.policy_call("explain", job))
         return decision
+
+    async def create_key(
+        self, name: str, role: str, tenants: Iterable[str] = ("default",)
+    ) -> dict[str, Any]:
+        """Create an API key (needs an admin key); the answer's ``key`` is shown only now.
+
+        ``role``: admin, operator, viewer, agent or worker; ``tenants``: ``["*"]`` for all.
+        """
+        created: dict[str, Any] = await self._call(_keys.create_call(name, role, tenants))
+        return created
+
+    async def list_keys(self) -> list[dict[str, Any]]:
+        """The API keys this admin key may manage, oldest first (never their secrets)."""
+        keys: list[dict[str, Any]] = await self._call(_keys.list_call())
+        return keys
+
+    async def revoke_key(self, key_id: str) -> dict[str, Any]:
+        """Revoke an API key by its id (``ck_...``); it stops working at once."""
+        revoked: dict[str, Any] = await self._call(_keys.revoke_call(key_id))
+        return revoked
 
     async def close(self) -> None:
         """Release the connection pool."""
@@ -279,6 +306,29 @@ class Client:
         answer: dict[str, Any] = self._call(_jobs.resolve_call(job_id, "reject", reason, note))
         return answer
 
+    def verify_audit(self, tenant: str | None = None) -> dict[str, Any]:
+        """Verify the audit chain of ``tenant`` (default: every chain the key may read)."""
+        report: dict[str, Any] = self._call(_audit.verify_call(tenant))
+        return report
+
+    def export_audit(self, destination: BinaryIO, tenant: str | None = None) -> int:
+        """Stream a chain's NDJSON export into ``destination``; returns the bytes written."""
+        params = None if tenant is None else {"tenant": tenant}
+        written = 0
+        try:
+            with self._http.stream("GET", _audit.export_path(), params=params) as response:
+                if not response.is_success:
+                    response.read()
+                    raise error_for(response)
+                for chunk in response.iter_bytes():
+                    destination.write(chunk)
+                    written += len(chunk)
+        except httpx.HTTPError as exc:
+            raise CordumUnavailable(
+                f"exporting the audit chain from {self.settings.url} failed: {exc}"
+            ) from None
+        return written
+
     def remediate(self, job_id: str, remediation_id: str) -> dict[str, Any]:
         """See :meth:`AsyncClient.remediate`."""
         answer: dict[str, Any] = self._call(_jobs.remediate_call(job_id, remediation_id))
@@ -298,6 +348,23 @@ class Client:
         """See :meth:`AsyncClient.explain`."""
         decision: dict[str, Any] = self._call(_jobs.policy_call("explain", job))
         return decision
+
+    def create_key(
+        self, name: str, role: str, tenants: Iterable[str] = ("default",)
+    ) -> dict[str, Any]:
+        """See :meth:`AsyncClient.create_key`."""
+        created: dict[str, Any] = self._call(_keys.create_call(name, role, tenants))
+        return created
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        """See :meth:`AsyncClient.list_keys`."""
+        keys: list[dict[str, Any]] = self._call(_keys.list_call())
+        return keys
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        """See :meth:`AsyncClient.revoke_key`."""
+        revoked: dict[str, Any] = self._call(_keys.revoke_call(key_id))
+        return revoked
 
     def close(self) -> None:
         """Release the connection pool."""

@@ -51,5 +51,5 @@ def answer_for(record: DecisionRecord, job_id: str, trace_id: str) -> dict[str, 
     if status is AnswerStatus.THROTTLED:
         body["retry_after"] = record.retry_after_seconds
     if status is AnswerStatus.APPROVAL_REQUIRED:
-        body["approval_ref"] = record.approval_ref
+        body["approval_ref"] = record.approval_ref or job_id  # an approval's id is its job's
     return body

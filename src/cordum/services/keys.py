@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable
 
 from cordum.models.audit import SYSTEM_CHAIN, AuditDraft
-from cordum.models.keys import ALL_TENANTS, ApiKeyRecord, Principal, Role
+from cordum.models.keys import ALL_TENANTS, ApiKeyRecord, Principal, Role, tenant_problem
 from cordum.ports import Store
 
 KEY_PREFIX = "cordum_"
@@ -25,6 +25,10 @@ BOOTSTRAP_NAME = "bootstrap-admin"
 
 class KeyCreationError(ValueError):
     """A key cannot be created as asked (bad role, tenants, or too short a secret)."""
+
+
+class LastAdminKeyError(ValueError):
+    """Revoking this key would leave no active admin key for every tenant."""
 
 
 def key_hash(key: str) -> str:
@@ -61,7 +65,11 @@ class KeyService:
         tenant_list = tuple(sorted({t.strip() for t in tenants if t.strip()}))
         if not tenant_list:
             raise KeyCreationError("a key needs at least one tenant (or `*` for every tenant)")
-        if ALL_TENANTS in tenant_list and role is not Role.ADMIN and len(tenant_list) > 1:
+        for tenant in tenant_list:
+            problem = None if tenant == ALL_TENANTS else tenant_problem(tenant)
+            if problem is not None:
+                raise KeyCreationError(f"tenant {tenant!r}: {problem}")
+        if ALL_TENANTS in tenant_list and len(tenant_list) > 1:
             raise KeyCreationError("`*` already means every tenant; give it alone")
         secret = new_key() if key is None else key
         if len(secret) < MIN_KEY_LENGTH:
@@ -86,10 +94,21 @@ class KeyService:
         return secret, record
 
     async def revoke(self, key_id: str, *, by: str | None = None) -> ApiKeyRecord | None:
-        """Revoke a key; None when unknown. Revoking twice keeps the first time."""
+        """Revoke a key; None when unknown. Revoking twice keeps the first time.
+
+        Raises :class:`LastAdminKeyError` rather than lock everyone out: the last active
+        admin key of every tenant stays until another one exists.
+        """
         record = await self.store.get_api_key(key_id)
         if record is None or not record.active:
             return record
+        if _is_root(record) and not any(
+            _is_root(other) and other.key_id != key_id for other in await self.store.list_api_keys()
+        ):
+            raise LastAdminKeyError(
+                f"{key_id} is the last active admin key for every tenant; create another"
+                " (`cordum keys create --role admin --tenant '*'`) before revoking it"
+            )
         revoked = record.model_copy(update={"revoked_at": time.time()})
         event = AuditDraft(
             tenant_id=SYSTEM_CHAIN, kind="key.revoked", subject=key_id, actor=by, data={}
@@ -127,3 +146,8 @@ class KeyService:
             return None
         secret, _ = await self.create(name=BOOTSTRAP_NAME, role=Role.ADMIN, tenants=[ALL_TENANTS])
         return secret
+
+
+def _is_root(record: ApiKeyRecord) -> bool:
+    """An active admin key of every tenant: one of these must always remain."""
+    return record.active and record.role is Role.ADMIN and ALL_TENANTS in record.tenants

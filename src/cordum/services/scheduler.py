@@ -38,6 +38,7 @@ from cordum.models.state import JobState
 from cordum.policy import InvalidJobError
 from cordum.ports import Bus, ConflictError, Message, Store, Subscription
 from cordum.services import subjects
+from cordum.services.approvals import Approvals
 from cordum.services.execution import Execution, assignment_of, backoff, dlq_entry
 from cordum.services.metrics import Metrics
 from cordum.services.safety import SafetyClient, SafetyUnavailableError
@@ -77,9 +78,11 @@ class Scheduler:
         directory: WorkerDirectory,
         metrics: Metrics,
         settings: SchedulerSettings,
+        approvals: Approvals,
     ) -> None:
         self.store = store
         self.bus = bus
+        self.approvals = approvals
         self.gate_b = gate_b
         self.execution = execution
         self.directory = directory
@@ -298,14 +301,18 @@ class Scheduler:
             await self._defer(job, "throttled", record.reason, delay=delay, decision=entry)
             return False
         if record.decision is Decision.REQUIRE_APPROVAL and not approved:
-            await self.store.transition(
+            approval = self.approvals.request(job, Gate.DISPATCH, record, now)
+            waiting = await self.store.transition(
                 job.id,
                 JobState.APPROVAL_REQUIRED,
                 expect={JobState.PENDING},
                 changes=safety_fields(record, job.labels, verdict.bypassed),
                 reason=record.reason,
                 decision=entry,
+                approval=approval,
             )
+            if waiting.changed:
+                self.approvals.requested(approval, waiting.job)
             return False
         changes = safety_fields(record, job.labels, verdict.bypassed)
         worker_id = worker.record.worker_id

@@ -31,6 +31,7 @@ from cordum.models.state import JobState
 from cordum.ports import Bus, Store
 from cordum.services import subjects
 from cordum.services.answers import AnswerStatus, answer_for
+from cordum.services.approvals import Approvals
 from cordum.services.metrics import Metrics
 from cordum.services.safety import SafetyClient
 
@@ -90,10 +91,12 @@ class Submitter:
         safety: SafetyClient,
         metrics: Metrics,
         *,
+        approvals: Approvals,
         throttle_retry_s: float = 5.0,
         default_tenant: str = DEFAULT_TENANT,
     ) -> None:
         self.store = store
+        self.approvals = approvals
         self.bus = bus
         self.safety = safety
         self.metrics = metrics
@@ -136,10 +139,17 @@ class Submitter:
                 response=body,
                 at=now,
             )
-        outcome = await self.store.create_job(job_record, entry, binding, record.reason)
+        approval = None
+        if job_record.state is JobState.APPROVAL_REQUIRED:
+            approval = self.approvals.request(job_record, Gate.SUBMIT, record, now)
+        outcome = await self.store.create_job(
+            job_record, entry, binding, record.reason, approval=approval
+        )
         if not outcome.created:
             assert outcome.existing is not None
             return self._replay(outcome.existing, digest)
+        if approval is not None:
+            self.approvals.requested(approval, job_record)
         self.metrics.submissions.labels(status.value).inc()
         if job_record.state is JobState.PENDING:
             await self.bus.publish(subjects.SUBMIT, {"job_id": job_record.id})
@@ -189,9 +199,8 @@ def submitter_fields(job: Job, principal: Principal | None) -> dict[str, str | N
     """Who submitted: the authenticated key when there is one, else what the job claims."""
     if principal is not None and principal.key_id is not None:
         return {"submitter": principal.name, "submitter_key": principal.key_id}
-    claimed = job.principal_id or job.actor_id
-    name = principal.name if principal is not None and claimed is None else claimed
-    return {"submitter": name, "submitter_key": None}
+    # Without auth nobody is authenticated: the job's own claim is all there is.
+    return {"submitter": job.principal_id or job.actor_id, "submitter_key": None}
 
 
 def safety_fields(

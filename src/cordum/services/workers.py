@@ -47,8 +47,13 @@ class WorkerService:
         transport: str,
         worker_id: str | None = None,
         labels: Mapping[str, str] | None = None,
+        owner_key: str | None = None,
     ) -> WorkerRecord:
-        """Register (or re-register) a worker; returns its record with its id."""
+        """Register (or re-register) a worker; returns its record with its id.
+
+        ``owner_key`` is the id of the API key registering it (see :attr:`WorkerRecord.
+        owner_key`); the caller checks that a re-registration comes from the same key.
+        """
         worker_id = worker_id or f"w-{uuid.uuid4().hex[:12]}"
         if not subjects.WORKER_ID.match(worker_id):
             raise InvalidWorkerError(
@@ -76,6 +81,7 @@ class WorkerService:
             labels=dict(labels or {}),
             registered_at=now,
             last_heartbeat=now,
+            owner_key=owner_key,
         )
         await self.store.upsert_worker(record)
         await self._announce(record, "register")
@@ -108,11 +114,18 @@ class WorkerService:
         await self.store.remove_worker(worker_id)
         await self._announce(record, "leave")
 
-    async def _known(self, worker_id: str) -> WorkerRecord:
+    async def find(self, worker_id: str) -> WorkerRecord | None:
+        """The worker's registration, or None."""
         for record in await self.store.list_workers():
             if record.worker_id == worker_id:
                 return record
-        raise UnknownWorkerError(worker_id)
+        return None
+
+    async def _known(self, worker_id: str) -> WorkerRecord:
+        record = await self.find(worker_id)
+        if record is None:
+            raise UnknownWorkerError(worker_id)
+        return record
 
     async def _announce(
         self, record: WorkerRecord, event: str, job_ids: list[str] | None = None
