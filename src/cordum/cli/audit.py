@@ -71,6 +71,13 @@ def verify(
 def _verify_file(
     file: Path, hmac_key: str | None, public_keys: list[str], json_output: bool
 ) -> VerifyReport:
+    trusted = None
+    if public_keys:
+        try:
+            raw = [bytes.fromhex(k) for k in public_keys]
+        except ValueError:
+            _usage(json_output, "--public-key takes the key as hex (64 characters)")
+        trusted = {key_id_of(k): k for k in raw}
     try:
         with file.open(encoding="utf-8") as lines:
             chain = read_export(lines, source=str(file))
@@ -80,13 +87,6 @@ def _verify_file(
         _usage(json_output, str(exc))
     text = hmac_key or os.environ.get("CORDUM_AUDIT_HMAC_KEY") or None
     key = None if text is None else _hmac_bytes(text)
-    trusted = None
-    if public_keys:
-        try:
-            raw = [bytes.fromhex(k) for k in public_keys]
-        except ValueError:
-            _usage(json_output, "--public-key takes the key as hex (64 characters)")
-        trusted = {key_id_of(k): k for k in raw}
     try:
         return verify_export(chain, hmac_key=key, trusted_keys=trusted)
     except ValueError as exc:

@@ -114,8 +114,8 @@ class RecordTables:
         approval = ApprovalRecord.model_validate_json(row[0])
         if approval.status.resolved:
             return None
-        status = CLOSING_STATUS.get(target, ApprovalStatus.CANCELLED)
-        return closed_by_transition(approval, status, at, reason)
+        status = CLOSING_STATUS.get(target)
+        return None if status is None else closed_by_transition(approval, status, at, reason)
 
     # --- approvals --------------------------------------------------------------------------
 
@@ -243,7 +243,8 @@ class RecordTables:
         """See :meth:`cordum.ports.store.Store.put_api_key`."""
         async with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO api_keys (key_id, data) VALUES (?, ?)",
+                "INSERT INTO api_keys (key_id, data) VALUES (?, ?)"
+                " ON CONFLICT (key_id) DO UPDATE SET data=excluded.data",
                 (key.key_id, key.model_dump_json()),
             )
             self._write_audit(db, audit)

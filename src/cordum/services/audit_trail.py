@@ -125,12 +125,12 @@ class AuditTrail:
             public_keys=self.public_keys,
         )
 
-    async def checkpoint(self) -> list[AuditCheckpoint]:
-        """Sign the head of every chain that moved since its last checkpoint."""
+    async def checkpoint(self, chains: Iterable[str] | None = None) -> list[AuditCheckpoint]:
+        """Sign the head of every chain (or of ``chains``) that moved since its last one."""
         if self.signer is None:
             return []
         signed = []
-        for tenant_id in await self.store.audit_chains():
+        for tenant_id in await self.store.audit_chains() if chains is None else chains:
             seq, event_hash = await self.store.audit_head(tenant_id)
             known = await self.store.list_audit_checkpoints(tenant_id)
             if seq == 0 or (known and known[-1].seq >= seq):
@@ -166,7 +166,12 @@ class AuditTrail:
                 log.exception("signing audit checkpoints failed; trying again")
 
     async def export(self, tenant_id: str) -> AsyncIterator[str]:
-        """The chain as NDJSON lines (each ending in a newline)."""
+        """The chain as NDJSON lines (each ending in a newline).
+
+        The head is signed first, so an export always ends with a checkpoint covering its
+        last event: cutting events off the end of the file is then detectable too.
+        """
+        await self.checkpoint([tenant_id])
         header = {
             "type": "chain",
             "format": EXPORT_FORMAT,
