@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from cordum.config import Settings
 from cordum.models.audit import ChainHasher
 from cordum.policy import Policy, load, load_text
+from cordum.policy.loader import BASE_BUNDLE
 from cordum.ports import Bus, Store
 from cordum.ports.memory_bus import MemoryBus
 from cordum.ports.sqlite_store import SqliteStore
@@ -25,6 +26,7 @@ from cordum.services.execution import Execution
 from cordum.services.kernel import Kernel, LocalKernel, PolicyHolder
 from cordum.services.keys import KeyService
 from cordum.services.metrics import Metrics
+from cordum.services.notify import hub_from_settings
 from cordum.services.policy_admin import (
     PolicyAdmin,
     PolicySource,
@@ -71,8 +73,8 @@ def policy_source(settings: Settings) -> PolicySource:
         from cordum.demo import demo_policy_text
 
         text, _ = demo_policy_text()
-        return PolicySource({"demo": text}, "the demo pack")
-    return PolicySource({"deny-all": DENY_ALL_POLICY}, "deny-all (no --policy given)")
+        return PolicySource({BASE_BUNDLE: text}, "the demo pack")
+    return PolicySource({BASE_BUNDLE: DENY_ALL_POLICY}, "deny-all (no --policy given)")
 
 
 def audit_hmac_key(settings: Settings) -> bytes | None:
@@ -97,6 +99,10 @@ def open_store(settings: Settings) -> SqliteStore:
         durable=settings.durable_writes,
         hasher=ChainHasher(audit_hmac_key(settings)),
     )
+
+
+NOTIFY_DRAIN_S = 5.0
+"""How long a stopping control plane waits for notifications still being delivered."""
 
 
 class ControlPlane:
@@ -139,6 +145,7 @@ class ControlPlane:
         self.kernel: Kernel = kernel if kernel is not None else LocalKernel(self.holder)
         self.gate_a = self._safety_client("A", settings.gate_a_timeout_s)
         self.gate_b = self._safety_client("B", settings.gate_b_timeout_s, recheck=True)
+        self.notifier = hub_from_settings(settings)
         self.approvals = Approvals(
             self.store,
             self.bus,
@@ -146,6 +153,7 @@ class ControlPlane:
             self.metrics,
             default_ttl_s=settings.approval_ttl_s,
             sweep_interval_s=settings.approval_sweep_s,
+            listener=self.notifier,
         )
         self.submitter = Submitter(
             self.store,
@@ -258,6 +266,7 @@ class ControlPlane:
         await self.scheduler.stop()
         await self.connections.stop()
         await self.audit.stop()
+        await self.notifier.drain(NOTIFY_DRAIN_S)
         await self.bus.close()
         await self.store.close()
         self.started = False

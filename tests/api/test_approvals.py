@@ -365,7 +365,8 @@ async def test_an_expired_approval_times_the_job_out_and_it_never_runs(tmp_path:
         worker = await BareWorker.register(harness.http)
         job_id = await scene.request_approval()
         approval = await harness.plane.store.get_approval(job_id)
-        assert approval is not None and approval.expires_at is not None
+        assert approval is not None
+        assert approval.expires_at is not None
         assert approval.expires_at - approval.created_at == pytest.approx(1)
         job = await harness.wait_state(job_id, "TIMEOUT", timeout=5)
         assert job.error is not None

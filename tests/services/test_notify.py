@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -30,10 +31,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from tests.pipeline.harness import running_plane
 
 from cordum.config import Settings, SettingsError
 from cordum.models.approval import ApprovalRecord, ApprovalStatus
 from cordum.models.job import Job
+from cordum.models.keys import Role
 from cordum.models.pipeline import JobRecord
 from cordum.models.state import JobState
 from cordum.services.notify import (
@@ -538,3 +541,43 @@ def test_hub_from_settings_builds_the_configured_notifiers() -> None:
 def test_links_fall_back_to_the_api(host: str, expected: str) -> None:
     hub = hub_from_settings(Settings(host=host))
     assert hub.approval_url("job/1") == expected
+
+
+# -- wired into the control plane ----------------------------------------------------------
+
+
+async def test_the_control_plane_notifies_on_request_and_resolution(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    secret = "wired-secret"
+    async with running_plane(
+        tmp_path,
+        notify_webhook_url=f"{receiver.url}/hook",
+        notify_webhook_secret=secret,
+        public_url="https://cordum.example.com",
+    ) as harness:
+        response = await harness.submit("job.test.admin", context={"replicas": 3})
+        job_id = response.json()["job_id"]
+        (requested,) = await receiver.wait_for("/hook", 1)
+        headers = requested.headers
+        assert verify_signature(
+            secret, headers["x-cordum-timestamp"], requested.body, headers["x-cordum-signature"]
+        )
+        notice = json.loads(requested.body)
+        assert notice["event"] == "approval.requested"
+        assert notice["url"] == f"https://cordum.example.com/approvals/{job_id}"
+        assert notice["job"]["context"] == {"replicas": 3}
+
+        approver, _ = await harness.plane.keys.create(
+            name="alice", role=Role.OPERATOR, tenants=["default"]
+        )
+        await harness.http.post(
+            f"/api/v1/approvals/{job_id}/reject",
+            json={"reason": "not today"},
+            headers={"X-API-Key": approver},
+        )
+        _, resolved = await receiver.wait_for("/hook", 2)
+        body = json.loads(resolved.body)
+        assert body["event"] == "approval.resolved"
+        assert body["approval"]["status"] == "rejected"
+        assert body["approval"]["resolved_by"] == "alice"
