@@ -13,7 +13,7 @@ help:
 	@echo "make demo   - install into $(VENV) and run a 60-second tour of the Safety Kernel"
 	@echo "make test   - lint (ruff + mypy), then the whole test suite"
 	@echo "make lint   - ruff and mypy only"
-	@echo "make bench  - policy, HTTP submit, pipeline and audit benchmarks (docs/benchmarks.md)"
+	@echo "make bench  - policy, submit, pipeline, audit and hot-swap benchmarks (docs/benchmarks.md)"
 	@echo "make format - apply ruff's formatter and safe fixes"
 
 $(STAMP): pyproject.toml
@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/submit_http.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/audit_verify.py
+	$(BIN)/python bench/policy_hotswap.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import secrets
 import signal
 import socket
 import subprocess
@@ -65,15 +66,22 @@ def free_port() -> int:
         return port
 
 
+BENCH_KEY = "cordum_bench-admin-" + secrets.token_hex(16)
+"""The admin key every benchmark server is started with (``CORDUM_API_KEY``)."""
+AUTH = {"X-API-Key": BENCH_KEY}
+"""Headers that authenticate as :data:`BENCH_KEY`."""
+
+
 @contextlib.contextmanager
 def cordum_up(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Run ``cordum up`` in a subprocess; yields its base URL once it is ready."""
+    """Run ``cordum up`` in a subprocess with :data:`BENCH_KEY` as its admin key; yields
+    its base URL once it is ready."""
     port = free_port()
     command = [sys.executable, "-m", "cordum.cli.main", "up", "--port", str(port)]
     command += ["--data-dir", str(data_dir), *args]
     process = subprocess.Popen(
         command,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, "CORDUM_API_KEY": BENCH_KEY, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,23 +20,30 @@ from urllib.parse import urlsplit
 class Connection:
     """One keep-alive connection."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str):
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        host: str,
+        headers: Mapping[str, str] | None = None,
+    ):
         self.reader = reader
         self.writer = writer
         self.host = host
+        self.extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
 
     @classmethod
-    async def open(cls, url: str) -> Connection:
-        """Connect to the server of ``url``."""
+    async def open(cls, url: str, headers: Mapping[str, str] | None = None) -> Connection:
+        """Connect to the server of ``url``; ``headers`` go with every request (an API key)."""
         parts = urlsplit(url)
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-        return cls(reader, writer, f"{parts.hostname}:{parts.port}")
+        return cls(reader, writer, f"{parts.hostname}:{parts.port}", headers)
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         """POST a JSON body; returns (status, body)."""
         head = (
             f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
+            f"{self.extra}Content-Length: {len(body)}\r\n\r\n"
         ).encode()
         self.writer.write(head + body)
         header = await self.reader.readuntil(b"\r\n\r\n")
@@ -75,11 +82,12 @@ async def open_loop(
     duration_s: float,
     connections: int = 64,
     keep_answers: bool = False,
+    headers: Mapping[str, str] | None = None,
 ) -> LoadResult:
     """Send ``rate`` requests per second for ``duration_s``; latency from each due time."""
     pool: asyncio.Queue[Connection] = asyncio.Queue()
     for _ in range(connections):
-        pool.put_nowait(await Connection.open(url))
+        pool.put_nowait(await Connection.open(url, headers))
     result = LoadResult()
     total = int(rate * duration_s)
     start = time.perf_counter()

@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from benchlib import cordum_up, machine, percentile
+from benchlib import AUTH, cordum_up, machine, percentile
 from httpload import Connection, open_loop
 
 HERE = Path(__file__).resolve().parent
@@ -70,7 +70,7 @@ async def closed_loop(url: str, jobs: int, concurrency: int) -> float:
     body = json.dumps({"topic": "job.demo.greet", "context": {"name": "bench"}}).encode()
 
     async def submitter() -> None:
-        connection = await Connection.open(url)
+        connection = await Connection.open(url, AUTH)
         for _ in counter:
             status, payload = await connection.post("/api/v1/jobs", body)
             if status != 200:
@@ -112,10 +112,16 @@ def latency(rate: float, duration: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         with cordum_up(data_dir) as url:
-            asyncio.run(open_loop(url, "/api/v1/jobs", body, rate=rate, duration_s=1))
+            asyncio.run(open_loop(url, "/api/v1/jobs", body, rate=rate, duration_s=1, headers=AUTH))
             result = asyncio.run(
                 open_loop(
-                    url, "/api/v1/jobs", body, rate=rate, duration_s=duration, keep_answers=True
+                    url,
+                    "/api/v1/jobs",
+                    body,
+                    rate=rate,
+                    duration_s=duration,
+                    keep_answers=True,
+                    headers=AUTH,
                 )
             )
             wait_done(url, int(rate) + result.sent)
@@ -135,7 +141,7 @@ def external(transport: str, samples: int) -> dict[str, Any]:
         with cordum_up(data_dir, "--no-demo", "--policy", str(policy)) as url:
             worker = subprocess.Popen(
                 [sys.executable, str(HERE / "external_worker.py"), url, transport],
-                env={**os.environ},
+                env={**os.environ, "CORDUM_API_KEY": AUTH["X-API-Key"]},
             )
             try:
                 times = asyncio.run(_one_at_a_time(url, samples))
@@ -148,7 +154,7 @@ def external(transport: str, samples: int) -> dict[str, Any]:
 
 
 async def _one_at_a_time(url: str, samples: int) -> list[tuple[str, float]]:
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=30, headers=AUTH) as http:
         for _ in range(100):  # wait for the worker to register
             if (await http.get("/api/v1/workers")).json()["workers"]:
                 break

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchlib import cordum_up, machine, percentile
+from benchlib import AUTH, cordum_up, machine, percentile
 from httpload import open_loop
 
 
@@ -34,9 +34,11 @@ def job_body(i: int) -> dict[str, Any]:
 def run(rate: float, duration: float, warmup: float) -> dict[str, Any]:
     """One measured run against a fresh server."""
     with tempfile.TemporaryDirectory() as tmp, cordum_up(Path(tmp)) as url:
-        asyncio.run(open_loop(url, "/api/v1/jobs", job_body, rate=rate, duration_s=warmup))
+        asyncio.run(
+            open_loop(url, "/api/v1/jobs", job_body, rate=rate, duration_s=warmup, headers=AUTH)
+        )
         result = asyncio.run(
-            open_loop(url, "/api/v1/jobs", job_body, rate=rate, duration_s=duration)
+            open_loop(url, "/api/v1/jobs", job_body, rate=rate, duration_s=duration, headers=AUTH)
         )
     lat = result.latencies_ms
     return {

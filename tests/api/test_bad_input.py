@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 
 from cordum.models import Job
 from tests.api.support import API_POLICY, POOLS, assert_error, served, stored_job_count
-from tests.pipeline.harness import Harness, running_plane
+from tests.pipeline.harness import AUTH, Harness, running_plane
 from tests.pipeline.workers import BareWorker
 
 pytestmark = pytest.mark.anyio
@@ -620,7 +620,10 @@ def test_fuzzed_json_bodies_never_get_a_5xx(tmp_path: Path) -> None:
     with (
         served_in_thread(tmp_path, pools=POOLS) as plane,
         httpx.Client(
-            base_url=plane.url, timeout=10, limits=httpx.Limits(max_keepalive_connections=0)
+            base_url=plane.url,
+            timeout=10,
+            limits=httpx.Limits(max_keepalive_connections=0),
+            headers=AUTH,
         ) as http,
     ):
 

@@ -151,9 +151,7 @@ async def test_publish_swaps_the_policy_that_decides_new_jobs(harness):
     rejection = assert_error(denied, 403)["rejection"]
     assert rejection["policy_snapshot"] == snapshot["snapshot_id"]
     job_id = rejection["job_id"]
-    (decision,) = (await harness.http.get(f"/api/v1/jobs/{job_id}/decisions")).json()[
-        "decisions"
-    ]
+    (decision,) = (await harness.http.get(f"/api/v1/jobs/{job_id}/decisions")).json()["decisions"]
     assert (decision["decision"], decision["policy_snapshot"]) == ("DENY", snapshot["snapshot_id"])
 
 
@@ -213,6 +211,9 @@ async def test_rollback_by_id_or_version(harness):
     ("body", "status", "code"),
     [
         ({"snapshot_id": 42}, 404, "snapshot_not_found"),
+        ({"snapshot_id": 10**30}, 404, "snapshot_not_found"),
+        ({"snapshot_id": "\u00b2"}, 404, "snapshot_not_found"),
+        ({"snapshot_id": -1}, 404, "snapshot_not_found"),
         ({"snapshot_id": "x:" + "0" * 64}, 404, "snapshot_not_found"),
         ({"snapshot_id": 1.5}, 422, "invalid_request"),
         ({"snapshot_id": True}, 422, "invalid_request"),
@@ -301,7 +302,9 @@ async def test_a_publish_under_concurrent_submissions_drops_and_misattributes_no
         response = await harness.submit("job.test.run")
         statuses.append(response.status_code)
         body = response.json()
-        job_ids.append(body["job_id"] if response.status_code == 200 else body["rejection"]["job_id"])
+        job_ids.append(
+            body["job_id"] if response.status_code == 200 else body["rejection"]["job_id"]
+        )
 
     async def stream(count: int) -> None:
         tasks = []

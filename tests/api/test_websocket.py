@@ -27,7 +27,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from cordum.models.state import JobState
 from tests.api.support import accepted, wait_until
-from tests.pipeline.harness import Harness
+from tests.pipeline.harness import AUTH, Harness
 
 pytestmark = pytest.mark.anyio
 
@@ -82,7 +82,7 @@ async def send(socket: ClientConnection, **frame: Any) -> None:
 async def worker(harness: Harness) -> AsyncIterator[tuple[str, ClientConnection]]:
     """A registered WebSocket worker with its socket open."""
     worker_id = await register(harness)
-    async with connect(socket_url(harness, worker_id)) as socket:
+    async with connect(socket_url(harness, worker_id), additional_headers=AUTH) as socket:
         yield worker_id, socket
 
 
@@ -152,7 +152,7 @@ async def test_a_job_dispatched_before_the_socket_opens_is_delivered_on_connect(
     worker_id = await register(harness)
     job_id = await accepted(harness)
     await harness.wait_state(job_id, "DISPATCHED")
-    async with connect(socket_url(harness, worker_id)) as socket:
+    async with connect(socket_url(harness, worker_id), additional_headers=AUTH) as socket:
         frame = await receive(socket)
         assert frame["type"] == "job"
         assert frame["job"]["job_id"] == job_id
@@ -260,7 +260,7 @@ async def test_a_binary_frame_is_ignored_or_closed_cleanly(
 
 async def test_an_unknown_worker_is_closed_with_4404(harness: Harness) -> None:
     try:
-        async with connect(socket_url(harness, "ghost")) as socket:
+        async with connect(socket_url(harness, "ghost"), additional_headers=AUTH) as socket:
             with pytest.raises(ConnectionClosed) as closed:
                 await asyncio.wait_for(socket.recv(), 5)
     except InvalidStatus as exc:

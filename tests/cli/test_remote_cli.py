@@ -3,7 +3,9 @@
 Pinned (every command a subprocess, COLUMNS=200 NO_COLOR=1):
 - ``cordum demo`` shows ALLOW, DENY and REQUIRE_APPROVAL and how to approve; ``cordum
   approve ID`` then ``cordum job get ID --wait 10 --json`` shows SUCCEEDED; ``cordum demo
-  --approve`` shows the approved job SUCCEEDED.
+  --approve`` shows the approved job SUCCEEDED. Every process has ``CORDUM_API_KEY`` (the
+  servers' bootstrap admin key); the demo submits under a temporary agent key so that key
+  may approve.
 - ``cordum job submit --wait --json`` prints the result; a denied submit exits 1 and
   prints the rule and the remediation; ``job list --json``; ``job cancel`` of a job
   awaiting approval makes it CANCELLED; ``cordum reject`` makes it DENIED.
@@ -29,9 +31,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.pipeline.harness import AUTH
 from tests.sdk.servers import CordumUp, clean_env, cordum_up, free_port
 
 CLI_ENV = {"COLUMNS": "200", "NO_COLOR": "1"}
+AGENT_KEY = ("--role", "agent", "--tenant", "default", "--name", "agent")
 
 
 def cordum(*args: object, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
@@ -60,9 +64,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CordumUp]:
         yield served
 
 
-def awaiting_approval(url: str) -> str:
+def awaiting_approval(url: str, **env: str) -> str:
     """Submit the demo's admin job; return the id of the job waiting for approval."""
-    done = cordum("job", "submit", "--topic", "job.demo.admin", "--url", url, "--json")
+    done = cordum("job", "submit", "--topic", "job.demo.admin", "--url", url, "--json", **env)
     assert done.returncode == 1, done.stdout + done.stderr
     answer = as_json(done)
     assert answer["status"] == "approval_required"
@@ -233,18 +237,20 @@ def test_jobs_survive_a_restart(tmp_path: Path) -> None:
     first = CordumUp(data)
     first.start()
     try:
-        ran = httpx.post(f"{first.url}/api/v1/jobs", json={"topic": "job.demo.greet"}, timeout=5)
-        done_id = ran.json()["job_id"]
-        finished = httpx.get(f"{first.url}/api/v1/jobs/{done_id}?wait=10", timeout=15).json()
+        with httpx.Client(base_url=first.url, headers=AUTH, timeout=15) as http:
+            done_id = http.post("/api/v1/jobs", json={"topic": "job.demo.greet"}).json()["job_id"]
+            finished = http.get(f"/api/v1/jobs/{done_id}?wait=10").json()
         assert finished["state"] == "SUCCEEDED"
-        waiting_id = awaiting_approval(first.url)
+        agent = as_json(cordum("keys", "create", *AGENT_KEY, "--url", first.url, "--json"))
+        # submitted by an agent: the admin key approves it below (nobody approves their own)
+        waiting_id = awaiting_approval(first.url, CORDUM_API_KEY=agent["key"])
     finally:
         stopped = first.stop()
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it so supervisors see it
     assert stopped in (0, -signal.SIGTERM), first.output()
 
     with cordum_up(data) as second:
-        workers = httpx.get(f"{second.url}/api/v1/workers", timeout=5).json()["workers"]
+        workers = httpx.get(f"{second.url}/api/v1/workers", headers=AUTH).json()["workers"]
         assert len(workers) == 1, "the first run's demo worker left on the way out"
         kept = cordum("job", "get", done_id, "--json", "--url", second.url)
         assert kept.returncode == 0, kept.stderr
@@ -260,7 +266,7 @@ def test_jobs_survive_a_restart(tmp_path: Path) -> None:
 
 def test_up_without_the_demo_pack_has_no_workers(tmp_path: Path) -> None:
     with cordum_up(tmp_path / "data", "--no-demo") as served:
-        response = httpx.get(f"{served.url}/api/v1/workers", timeout=5)
+        response = httpx.get(f"{served.url}/api/v1/workers", headers=AUTH, timeout=5)
         assert response.status_code == 200
         assert response.json() == {"workers": []}
         denied = cordum("job", "submit", "--topic", "job.demo.greet", "--url", served.url)

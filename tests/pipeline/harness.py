@@ -26,7 +26,8 @@ import uvicorn
 
 from cordum.api import create_app
 from cordum.config import Settings
-from cordum.models.pipeline import JobRecord
+from cordum.models.keys import Role
+from cordum.models.pipeline import DEFAULT_TENANT, JobRecord
 from cordum.policy import Policy, load_text
 from cordum.services.kernel import Kernel
 from cordum.wiring import ControlPlane
@@ -58,7 +59,14 @@ rules:
 
 ADMIN_KEY = "cordum_test-admin-key-0123456789abcdef"
 """The bootstrap admin key (every tenant) of every test plane."""
-AUTH = {"X-API-Key": ADMIN_KEY}
+
+
+def auth(key: str) -> dict[str, str]:
+    """Headers that authenticate as ``key``."""
+    return {"X-API-Key": key}
+
+
+AUTH = auth(ADMIN_KEY)
 """Headers that authenticate as :data:`ADMIN_KEY`."""
 
 
@@ -78,6 +86,16 @@ class Harness:
     async def submit(self, topic: str, **fields: Any) -> httpx.Response:
         """POST /api/v1/jobs."""
         return await self.http.post("/api/v1/jobs", json={"topic": topic, **fields})
+
+    async def new_key(self, role: str, *tenants: str, name: str | None = None) -> str:
+        """A fresh key of ``role`` in ``tenants`` (default: the default tenant; ``*``: all).
+
+        Approving takes a key other than the submitter's: nobody approves their own job.
+        """
+        secret, _ = await self.plane.keys.create(
+            name=name or f"test-{role}", role=Role(role), tenants=tenants or (DEFAULT_TENANT,)
+        )
+        return secret
 
     async def job(self, job_id: str) -> JobRecord:
         """The job as stored."""

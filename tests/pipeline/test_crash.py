@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.pipeline.harness import free_socket
+from tests.pipeline.harness import AUTH, free_socket
 from tests.pipeline.processes import ServerProcess, start_script
 
 JOBS = 1_000
@@ -78,7 +78,7 @@ OPENED: list[httpx.Client] = []
 def submit_until_answered(url: str, key: str) -> str:
     """What an agent does: retry the same request (same key) until it gets an answer."""
     if not hasattr(CLIENTS, "http"):
-        CLIENTS.http = httpx.Client(base_url=url, timeout=5)
+        CLIENTS.http = httpx.Client(base_url=url, timeout=5, headers=AUTH)
         OPENED.append(CLIENTS.http)
     body = {"topic": "job.crash.work", "context": {"key": key}, "idempotency_key": key}
     deadline = time.monotonic() + 60
@@ -97,7 +97,7 @@ def submit_until_answered(url: str, key: str) -> str:
 def wait_all_terminal(url: str, job_ids: set[str], timeout: float = 90) -> dict[str, str]:
     states: dict[str, str] = {}
     deadline = time.monotonic() + timeout
-    with httpx.Client(base_url=url, timeout=10) as http:
+    with httpx.Client(base_url=url, timeout=10, headers=AUTH) as http:
         while time.monotonic() < deadline:
             states = {}
             cursor = None

@@ -46,11 +46,17 @@ def free_port() -> int:
 
 
 class CordumUp:
-    """``cordum up --port P --data-dir D [args]`` in a subprocess."""
+    """``cordum up --port P --data-dir D [args]`` in a subprocess.
 
-    def __init__(self, data_dir: Path, *args: str, port: int | None = None) -> None:
+    ``env`` adds to (or, with ``""``, blanks) variables of :func:`clean_env`.
+    """
+
+    def __init__(
+        self, data_dir: Path, *args: str, port: int | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.args = args
+        self.env = clean_env(**(env or {}))
         self.port = port if port is not None else free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data_dir.parent / f"cordum-up-{self.port}.log"
@@ -78,7 +84,7 @@ class CordumUp:
         """Start the server and wait until ``/readyz`` answers 200."""
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                self.command(), env=clean_env(), stdout=log, stderr=subprocess.STDOUT
+                self.command(), env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -110,9 +116,11 @@ class CordumUp:
 
 
 @contextlib.contextmanager
-def cordum_up(data_dir: Path, *args: str, port: int | None = None) -> Iterator[CordumUp]:
+def cordum_up(
+    data_dir: Path, *args: str, port: int | None = None, env: dict[str, str] | None = None
+) -> Iterator[CordumUp]:
     """A started server for the duration of the block, stopped with SIGTERM after it."""
-    server = CordumUp(data_dir, *args, port=port)
+    server = CordumUp(data_dir, *args, port=port, env=env)
     server.start()
     try:
         yield server

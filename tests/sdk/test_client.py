@@ -196,7 +196,7 @@ async def test_a_denied_job_can_be_remediated(client: AsyncClient) -> None:
 @pytest.mark.anyio
 @pytest.mark.parametrize("wait", [False, True])
 async def test_approval_required_is_raised_then_approve_and_wait(
-    client: AsyncClient, wait: bool
+    demo: Harness, client: AsyncClient, wait: bool
 ) -> None:
     started = time.monotonic()
     with pytest.raises(ApprovalRequired) as caught:
@@ -212,7 +212,8 @@ async def test_approval_required_is_raised_then_approve_and_wait(
     assert exc.job_id in tool["message"]
     assert (await client.get_job(exc.job_id))["state"] == "APPROVAL_REQUIRED"
 
-    approved = await client.approve(exc.job_id, reason="looks fine")
+    async with AsyncClient(demo.url, api_key=await demo.new_key("operator")) as human:
+        approved = await human.approve(exc.job_id, reason="looks fine")  # not the submitter
     assert approved["status"] == "approved"
     assert await client.wait(exc.job_id, timeout=10) == {"granted": "admin", "user": "ada"}
     gates = [(d["gate"], d["decision"]) for d in await client.job_decisions(exc.job_id)]
@@ -504,7 +505,9 @@ def test_sync_approval_then_wait(sync_client: Client) -> None:
     with pytest.raises(WaitTimeout) as waited:
         sync_client.wait(job_id, timeout=0.2)
     assert waited.value.state == "APPROVAL_REQUIRED"
-    sync_client.approve(job_id)
+    approver = sync_client.create_key("approver", "operator", ["*"])["key"]
+    with Client(sync_client.settings.url, api_key=approver) as human:  # not the submitter
+        human.approve(job_id)
     assert sync_client.wait(job_id, timeout=10) == {"granted": "admin", "user": "sync"}
 
 

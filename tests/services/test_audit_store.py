@@ -192,9 +192,9 @@ async def test_a_resealed_event_is_found_when_the_chain_is_keyed(tmp_path: Path)
     store = SqliteStore(tmp_path / "cordum.db", hasher=hasher)
     try:
         await fill(store, 10)
-        (body, prev) = raw(store).execute(
-            "SELECT body, prev_hash FROM audit_events WHERE seq = 5"
-        ).fetchone()
+        (body, prev) = (
+            raw(store).execute("SELECT body, prev_hash FROM audit_events WHERE seq = 5").fetchone()
+        )
         forged_body = body.replace('"n":4', '"n":40')
         forged_hash = ChainHasher().digest(prev, forged_body)  # the attacker lacks the key
         raw(store).execute(

@@ -14,7 +14,7 @@ one stands out; ``tests/api/test_tenant_matrix.py`` fails for any route it does 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 from fastapi import Depends, Header, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -29,9 +29,6 @@ from cordum.models.pipeline import DEFAULT_TENANT, JobRecord
 from cordum.ports import JobFilter
 
 ANONYMOUS = "anonymous"
-
-PUBLIC_PATHS = frozenset({"/health", "/healthz", "/readyz", "/metrics"})
-"""Routes that answer without a key: probes and Prometheus (counts only, no ids)."""
 
 _API_KEY = APIKeyHeader(
     name="X-API-Key",
@@ -53,7 +50,10 @@ def presented_key(request: HTTPConnection) -> str | None:
 
 
 async def principal_of(request: HTTPConnection) -> Principal:
-    """The authenticated caller (401 without a valid key, unless auth is off)."""
+    """The authenticated caller (401 without a valid key, unless auth is off).
+
+    An ``X-Tenant-ID`` the key does not cover is 403 ``tenant_forbidden`` right here.
+    """
     cached: Principal | None = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
@@ -76,6 +76,10 @@ async def principal_of(request: HTTPConnection) -> Principal:
                 headers={"WWW-Authenticate": 'Bearer realm="cordum"'},
             )
         principal = found
+    named = request.headers.get("x-tenant-id")
+    if named:
+        # Checked once for every route, whatever it does with the tenant afterwards.
+        await _check_tenant(request, principal, named)
     request.state.principal = principal
     return principal
 
@@ -88,7 +92,7 @@ async def authorize(request: HTTPConnection, permission: Permission) -> Principa
     return principal
 
 
-async def forbid(request: HTTPConnection, principal: Principal, permission: Permission) -> None:
+async def forbid(request: HTTPConnection, principal: Principal, permission: Permission) -> NoReturn:
     """Refuse ``principal`` for lacking ``permission``: audit it, then raise 403."""
     await record_failure(request, principal, "forbidden", permission.value)
     raise ApiError(

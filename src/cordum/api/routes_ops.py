@@ -1,7 +1,7 @@
 """Policy checks, DLQ, health and metrics.
 
-Health, readiness and metrics answer without a key (see ``auth.PUBLIC_PATHS``): probes
-and Prometheus scrapers carry none, and these routes show counts, never ids or data.
+Health, readiness and metrics answer without a key: probes and Prometheus scrapers
+carry none, and these routes show counts, never ids or data.
 """
 
 from __future__ import annotations

@@ -8,19 +8,19 @@ file (the bundle id), line, column, rule and field.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from cordum.api.auth import authorize
+from cordum.api.auth import CanRead, require
 from cordum.api.body import read_bytes, read_object
 from cordum.api.deps import plane_of
 from cordum.api.errors import ApiError, invalid, not_found
 from cordum.api.routes_audit import event_view
 from cordum.api.views import iso
-from cordum.models.keys import Permission
+from cordum.models.keys import Permission, Principal
 from cordum.models.policy_records import PolicyBundleRecord, PolicySnapshotRecord
 from cordum.policy import PolicyLoadError
 from cordum.policy.source import decode_policy_bytes
@@ -34,6 +34,9 @@ from cordum.services.policy_admin import (
 )
 
 router = APIRouter(prefix="/api/v1/policy", tags=["policy"])
+
+CanAdminPolicy = Annotated[Principal, Depends(require(Permission.POLICY_ADMIN))]
+CanAudit = Annotated[Principal, Depends(require(Permission.AUDIT))]
 
 MAX_MESSAGE = 2000
 YAML_TYPES = frozenset(
@@ -148,17 +151,15 @@ def _snapshot_missing(exc: UnknownSnapshotError) -> ApiError:
 
 
 @router.get("/bundles")
-async def list_bundles(request: Request) -> dict[str, Any]:
+async def list_bundles(request: Request, _: CanRead) -> dict[str, Any]:
     """The draft bundles, by id (without their text; GET one bundle for it)."""
-    await authorize(request, Permission.READ)
     bundles = await plane_of(request).policy_admin.list_bundles()
     return {"bundles": [bundle_view(bundle, text=False) for bundle in bundles]}
 
 
 @router.get("/bundles/{bundle_id:path}")
-async def get_bundle(request: Request, bundle_id: str) -> dict[str, Any]:
+async def get_bundle(request: Request, bundle_id: str, _: CanRead) -> dict[str, Any]:
     """One draft bundle with its YAML text."""
-    await authorize(request, Permission.READ)
     try:
         bundle = await plane_of(request).policy_admin.get_bundle(bundle_id)
     except UnknownBundleError:
@@ -167,14 +168,13 @@ async def get_bundle(request: Request, bundle_id: str) -> dict[str, Any]:
 
 
 @router.put("/bundles/{bundle_id:path}", openapi_extra=BUNDLE_BODY)
-async def put_bundle(request: Request, bundle_id: str) -> JSONResponse:
+async def put_bundle(request: Request, bundle_id: str, principal: CanAdminPolicy) -> JSONResponse:
     """Create (201) or replace (200) a draft bundle; nothing decides with it until a publish.
 
     The body is the YAML itself (``application/yaml`` or ``text/plain``), or JSON
     ``{"text": "..."}``. The bundle must load on its own and together with the other
     bundles, with the same validation as policy files; otherwise 422 lists every issue.
     """
-    principal = await authorize(request, Permission.POLICY_ADMIN)
     plane = plane_of(request)
     text = await _bundle_text(request, bundle_id, plane.settings.max_body_bytes)
     try:
@@ -216,9 +216,8 @@ async def _bundle_text(request: Request, bundle_id: str, limit: int) -> str:
 
 
 @router.delete("/bundles/{bundle_id:path}", status_code=204)
-async def delete_bundle(request: Request, bundle_id: str) -> Response:
+async def delete_bundle(request: Request, bundle_id: str, principal: CanAdminPolicy) -> Response:
     """Remove a draft bundle (the others must still load without it; the last one stays)."""
-    principal = await authorize(request, Permission.POLICY_ADMIN)
     try:
         await plane_of(request).policy_admin.delete_bundle(bundle_id, principal.name)
     except UnknownBundleError:
@@ -236,13 +235,12 @@ async def delete_bundle(request: Request, bundle_id: str) -> Response:
 
 
 @router.post("/publish")
-async def publish(request: Request) -> JSONResponse:
+async def publish(request: Request, principal: CanAdminPolicy) -> JSONResponse:
     """Compile the draft bundles into a new active snapshot (201) and decide with it.
 
     When the drafts compile to the active snapshot (no change in meaning, perhaps only
     comments), no version is made: 200 with ``status: unchanged``.
     """
-    principal = await authorize(request, Permission.POLICY_ADMIN)
     plane = plane_of(request)
     data = await read_object(request, plane.settings.max_body_bytes, optional=True)
     try:
@@ -259,9 +257,8 @@ async def publish(request: Request) -> JSONResponse:
 
 
 @router.get("/snapshots")
-async def list_snapshots(request: Request) -> dict[str, Any]:
+async def list_snapshots(request: Request, _: CanRead) -> dict[str, Any]:
     """Every published snapshot, newest first, with the active one marked."""
-    await authorize(request, Permission.READ)
     admin = plane_of(request).policy_admin
     active = await admin.active()
     active_version = None if active is None else active.version
@@ -272,9 +269,8 @@ async def list_snapshots(request: Request) -> dict[str, Any]:
 
 
 @router.get("/snapshots/{ref:path}")
-async def get_snapshot(request: Request, ref: str) -> dict[str, Any]:
+async def get_snapshot(request: Request, ref: str, _: CanRead) -> dict[str, Any]:
     """One snapshot, by version or snapshot id, with the text of each of its bundles."""
-    await authorize(request, Permission.READ)
     admin = plane_of(request).policy_admin
     try:
         snapshot = await admin.find_snapshot(ref)
@@ -285,13 +281,12 @@ async def get_snapshot(request: Request, ref: str) -> dict[str, Any]:
 
 
 @router.post("/rollback")
-async def rollback(request: Request) -> dict[str, Any]:
+async def rollback(request: Request, principal: CanAdminPolicy) -> dict[str, Any]:
     """Make an earlier snapshot active again; the draft bundles are reset to its bundles.
 
     ``snapshot_id`` is a snapshot id or a version number. Rolling back to the active
     snapshot changes nothing: 200 with ``status: unchanged``.
     """
-    principal = await authorize(request, Permission.POLICY_ADMIN)
     plane = plane_of(request)
     data = await read_object(request, plane.settings.max_body_bytes)
     try:
@@ -312,11 +307,11 @@ async def rollback(request: Request) -> dict[str, Any]:
 @router.get("/audit")
 async def policy_audit(
     request: Request,
+    _: CanAudit,
     cursor: int = Query(0, ge=0, description="The `next_cursor` of the previous page."),
     limit: int = Query(100, ge=1, le=1000),
 ) -> dict[str, Any]:
     """Policy events (bundle edits, publishes, rollbacks), oldest first, ``limit`` at a time."""
-    await authorize(request, Permission.AUDIT)
     events = await plane_of(request).policy_admin.audit(after_seq=cursor, limit=limit + 1)
     next_cursor = str(events[limit - 1].seq) if len(events) > limit else None
     return {"events": [event_view(e) for e in events[:limit]], "next_cursor": next_cursor}

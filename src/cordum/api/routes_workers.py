@@ -134,19 +134,24 @@ async def _reported_job(
 
 @router.get("/workers")
 async def list_workers(request: Request, principal: CanRead) -> dict[str, Any]:
-    """Every registered worker, whether it is live, and its current load."""
+    """Every registered worker, whether it is live, and its current load.
+
+    ``owner_key`` (the key that registered it) is shown to that key and to keys of every
+    tenant only: another tenant's key ids are none of the caller's business.
+    """
     plane = plane_of(request)
     directory = plane.directory
     views = []
     for worker in await plane.store.list_workers():
         live = directory.workers.get(worker.worker_id)
-        views.append(
-            worker_view(
-                worker,
-                live=live is not None and directory.is_live(live) and not live.draining,
-                active=len(live.active) if live else 0,
-            )
+        view = worker_view(
+            worker,
+            live=live is not None and directory.is_live(live) and not live.draining,
+            active=len(live.active) if live else 0,
         )
+        if not principal.all_tenants and worker.owner_key != principal.key_id:
+            view["owner_key"] = None
+        views.append(view)
     return {"workers": views}
 
 
@@ -159,7 +164,7 @@ async def register_worker(request: Request, principal: CanWork) -> dict[str, Any
         existing = await plane.workers.find(body.worker_id)
         if existing is not None and not _acts_as(plane, principal, existing):
             raise ApiError(
-                409,
+                403,
                 "worker_id_taken",
                 f"worker id {body.worker_id!r} is registered by another key;"
                 " choose another worker_id (or leave it out to get a fresh one)",

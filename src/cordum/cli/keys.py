@@ -91,7 +91,7 @@ def list_keys(
         return
     table = Table("key id", "name", "role", "tenants", "created", "by", "status")
     for key in keys:
-        status = "[green]active[/]" if key["active"] else f"[red]revoked[/] {key['revoked_at']}"
+        status = "[green]active[/]" if key["active"] else "[red]revoked[/]"
         table.add_row(
             key["key_id"],
             escape(key["name"]),

@@ -16,6 +16,7 @@ from cordum.cli.audit import audit_app
 from cordum.cli.keys import keys_app
 from cordum.cli.output import err_console
 from cordum.cli.policy import policy_app
+from cordum.cli.policy_remote import diff, publish, rollback, snapshots
 from cordum.cli.remote import approve, demo, job_app, reject
 from cordum.cli.server import up
 
@@ -30,6 +31,10 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(policy_app, name="policy")
+policy_app.command()(publish)
+policy_app.command()(snapshots)
+policy_app.command()(rollback)
+policy_app.command()(diff)
 app.add_typer(job_app, name="job")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")

@@ -24,7 +24,8 @@ from cordum.policy.source import DEFAULT_MAX_BYTES
 from cordum.policy.testing import discover_test_files, load_test_cases, run_tests
 
 policy_app = typer.Typer(
-    help="Check, lint, test and try out safety policies (the Safety Kernel's input).",
+    help="Check, lint, test and try out safety policies (the Safety Kernel's input);"
+    " publish, roll back and diff them on a running server.",
     no_args_is_help=True,
 )
 

@@ -30,6 +30,7 @@ from cordum.cli.policy import (
     TopicOpt,
     job_from_options,
 )
+from cordum.models.pipeline import DEFAULT_TENANT
 from cordum.sdk import (
     ApprovalRequired,
     Client,
@@ -66,7 +67,10 @@ def _call(action: Callable[[], T], json_output: bool) -> T:
     except CordumUnavailable as exc:
         _fail(json_output, "unavailable", str(exc), EXIT_UNAVAILABLE)
     except CordumAPIError as exc:
-        _fail(json_output, exc.code, str(exc), EXIT_USAGE if exc.status < 500 else EXIT_FAILED)
+        message = str(exc)
+        if exc.status == 401:
+            message += "\nThe CLI sends $CORDUM_API_KEY: export CORDUM_API_KEY=<your key>."
+        _fail(json_output, exc.code, message, EXIT_USAGE if exc.status < 500 else EXIT_FAILED)
     raise AssertionError("unreachable")
 
 
@@ -301,18 +305,65 @@ def _demo_row(client: Client, topic: str, data: dict[str, Any]) -> tuple[str, st
     return "[bold green]ALLOW[/]", "demo-greet", f"ran, result: {result}", ""
 
 
+DEMO_AGENT = "cordum-demo-agent"
+
+
+def _new_demo_key(you: Client) -> dict[str, Any] | None:
+    """A fresh agent key in your tenant, or None when your key may not create keys."""
+    try:
+        return you.create_key(DEMO_AGENT, "agent", [you.settings.tenant or DEFAULT_TENANT])
+    except CordumAPIError as exc:
+        if exc.code == "forbidden":
+            return None
+        raise
+
+
+@contextmanager
+def _demo_agent(you: Client) -> Iterator[Client]:
+    """A client acting as an agent: a temporary agent key, revoked when the demo ends.
+
+    Nobody may approve their own job, so the demo's jobs must not be yours if you are to
+    approve the one that waits for a human. A key that may not create keys submits them
+    itself (and another key has to approve).
+    """
+    created = _call(lambda: _new_demo_key(you), False)
+    if created is None:
+        console.print(
+            "[dim]Your key may not create keys: the jobs go in as you, and approving one"
+            " needs another key.[/]"
+        )
+        yield you
+        return
+    console.print(
+        f"[dim]The jobs go in under a temporary agent key ({created['key_id']}), revoked"
+        " when the demo ends: you approve with your own key.[/]"
+    )
+    settings = you.settings
+    agent = Client(settings.url, api_key=created["key"], tenant=settings.tenant)
+    try:
+        yield agent
+    finally:
+        agent.close()
+        with contextlib.suppress(CordumError):  # the key is the demo's; failing to tidy is harmless
+            you.revoke_key(created["key_id"])
+
+
 def demo(
     url: str | None = UrlOpt,
     approve_it: bool = typer.Option(
         False, "--approve", help="Also approve the third job and show it succeed."
     ),
 ) -> None:
-    """Submit the demo pack's three jobs and show what the Safety Kernel decided."""
+    """Submit the demo pack's three jobs as an agent and show what the Safety Kernel decided.
+
+    Uses your key ($CORDUM_API_KEY) to make a temporary agent key for the jobs, and your
+    key to approve.
+    """
     table = Table("agent wants to", "decision", "rule", "outcome", show_lines=True)
     pending = ""
-    with _client(url) as client:
+    with _client(url) as client, _demo_agent(client) as agent:
         for topic, data, intent in DEMO_JOBS:
-            decision, rule, outcome, job_id = _demo_row(client, topic, data)
+            decision, rule, outcome, job_id = _demo_row(agent, topic, data)
             table.add_row(f"{intent}\n[dim]{topic}[/]", decision, rule, outcome)
             if "APPROVAL" in decision:
                 pending = job_id

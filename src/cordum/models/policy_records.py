@@ -33,6 +33,3 @@ class PolicySnapshotRecord(BaseModel):
     message: str = ""
     created_at: float
     bundles: dict[str, str] = Field(description="Bundle id -> YAML text, as published.")
-    rolled_back_from: int | None = Field(
-        None, description="Set on activations by rollback: the version that was active."
-    )

@@ -14,7 +14,7 @@ from typing import Any, BinaryIO, Self
 
 import httpx
 
-from cordum.sdk import _audit, _jobs, _keys
+from cordum.sdk import _audit, _jobs, _keys, _policy
 from cordum.sdk._wire import Call, Settings, error_for, send_async, send_sync
 from cordum.sdk.errors import CordumUnavailable, WaitTimeout
 
@@ -184,6 +184,41 @@ class AsyncClient:
         """Revoke an API key by its id (``ck_...``); it stops working at once."""
         revoked: dict[str, Any] = await self._call(_keys.revoke_call(key_id))
         return revoked
+
+    async def policy_bundles(self) -> list[dict[str, Any]]:
+        """The draft policy bundles (ids, digests, who changed them), without their text."""
+        listing: dict[str, Any] = await self._call(_policy.bundles_call())
+        bundles: list[dict[str, Any]] = listing["bundles"]
+        return bundles
+
+    async def put_policy_bundle(self, bundle_id: str, text: str) -> dict[str, Any]:
+        """Create or replace a draft bundle (needs policy_admin); it decides after a publish."""
+        answer: dict[str, Any] = await self._call(_policy.put_bundle_call(bundle_id, text))
+        return answer
+
+    async def delete_policy_bundle(self, bundle_id: str) -> None:
+        """Remove a draft bundle (needs policy_admin)."""
+        await self._call(_policy.delete_bundle_call(bundle_id))
+
+    async def publish_policy(self, message: str = "") -> dict[str, Any]:
+        """Make the draft bundles the active policy; ``status`` is published or unchanged."""
+        answer: dict[str, Any] = await self._call(_policy.publish_call(message))
+        return answer
+
+    async def policy_snapshots(self) -> dict[str, Any]:
+        """Every published snapshot, newest first, and the active version."""
+        listing: dict[str, Any] = await self._call(_policy.snapshots_call())
+        return listing
+
+    async def policy_snapshot(self, ref: str | int) -> dict[str, Any]:
+        """One snapshot (by version or snapshot id) with the text of each bundle."""
+        snapshot: dict[str, Any] = await self._call(_policy.snapshot_call(ref))
+        return snapshot
+
+    async def rollback_policy(self, ref: str | int, message: str = "") -> dict[str, Any]:
+        """Make an earlier snapshot (version or id) active again; the drafts follow it."""
+        answer: dict[str, Any] = await self._call(_policy.rollback_call(ref, message))
+        return answer
 
     async def close(self) -> None:
         """Release the connection pool."""
@@ -365,6 +400,41 @@ class Client:
         """See :meth:`AsyncClient.revoke_key`."""
         revoked: dict[str, Any] = self._call(_keys.revoke_call(key_id))
         return revoked
+
+    def policy_bundles(self) -> list[dict[str, Any]]:
+        """See :meth:`AsyncClient.policy_bundles`."""
+        listing: dict[str, Any] = self._call(_policy.bundles_call())
+        bundles: list[dict[str, Any]] = listing["bundles"]
+        return bundles
+
+    def put_policy_bundle(self, bundle_id: str, text: str) -> dict[str, Any]:
+        """See :meth:`AsyncClient.put_policy_bundle`."""
+        answer: dict[str, Any] = self._call(_policy.put_bundle_call(bundle_id, text))
+        return answer
+
+    def delete_policy_bundle(self, bundle_id: str) -> None:
+        """See :meth:`AsyncClient.delete_policy_bundle`."""
+        self._call(_policy.delete_bundle_call(bundle_id))
+
+    def publish_policy(self, message: str = "") -> dict[str, Any]:
+        """See :meth:`AsyncClient.publish_policy`."""
+        answer: dict[str, Any] = self._call(_policy.publish_call(message))
+        return answer
+
+    def policy_snapshots(self) -> dict[str, Any]:
+        """See :meth:`AsyncClient.policy_snapshots`."""
+        listing: dict[str, Any] = self._call(_policy.snapshots_call())
+        return listing
+
+    def policy_snapshot(self, ref: str | int) -> dict[str, Any]:
+        """See :meth:`AsyncClient.policy_snapshot`."""
+        snapshot: dict[str, Any] = self._call(_policy.snapshot_call(ref))
+        return snapshot
+
+    def rollback_policy(self, ref: str | int, message: str = "") -> dict[str, Any]:
+        """See :meth:`AsyncClient.rollback_policy`."""
+        answer: dict[str, Any] = self._call(_policy.rollback_call(ref, message))
+        return answer
 
     def close(self) -> None:
         """Release the connection pool."""

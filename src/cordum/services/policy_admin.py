@@ -41,7 +41,7 @@ import yaml
 from cordum.models.audit import SYSTEM_CHAIN, AuditDraft, AuditEvent
 from cordum.models.policy_records import PolicyBundleRecord, PolicySnapshotRecord
 from cordum.policy import Policy, PolicyIssue, PolicyLoadError, load_bundles
-from cordum.policy.loader import bundle_files
+from cordum.policy.loader import BASE_BUNDLE, bundle_files
 from cordum.policy.snapshot import canonical_json
 from cordum.policy.source import DEFAULT_MAX_BYTES, decode_policy_bytes, read_policy_bytes
 from cordum.ports import Store
@@ -51,6 +51,7 @@ from cordum.services.kernel import PolicyHolder
 log = logging.getLogger(__name__)
 
 MAX_BUNDLE_ID = 200
+MAX_VERSION_DIGITS = 18
 _UNUSABLE_IN_ID = re.compile(r"[\x00-\x1f\x7f\\]")
 
 STARTUP_AUTHOR = "cordum up"
@@ -117,12 +118,15 @@ class Activation:
     changed: bool
 
 
-def source_from_path(path: Path, *, explicit: bool = True) -> PolicySource:
-    """A policy file (one bundle named after it) or directory (one bundle per file).
+def source_from_path(path: Path) -> PolicySource:
+    """A policy directory (one bundle per file, ids as the loader gives them) or file.
 
-    Raises :class:`PolicyLoadError` for files that cannot be read, as loading would.
+    A single file is the ``base`` bundle: bundles merge in id order with ``base`` first,
+    so a fragment added later (whatever its name) extends the file instead of becoming
+    the base whose ``version`` and ``default_tenant`` win. Raises
+    :class:`PolicyLoadError` for files that cannot be read, as loading would.
     """
-    files = bundle_files(path) if path.is_dir() else {path.stem: path}
+    files = bundle_files(path) if path.is_dir() else {BASE_BUNDLE: path}
     texts: dict[str, str] = {}
     issues: list[PolicyIssue] = []
     for bundle_id, file in files.items():
@@ -132,7 +136,7 @@ def source_from_path(path: Path, *, explicit: bool = True) -> PolicySource:
             issues.extend(exc.issues)
     if issues:
         raise PolicyLoadError(issues)
-    return PolicySource(texts, str(path), explicit=explicit)
+    return PolicySource(texts, str(path), explicit=True)
 
 
 def source_from_policy(policy: Policy, origin: str) -> PolicySource:
@@ -143,7 +147,7 @@ def source_from_policy(policy: Policy, origin: str) -> PolicySource:
     what decides.
     """
     document = json.loads(canonical_json(policy.document))
-    return PolicySource({"base": yaml.safe_dump(document, sort_keys=False)}, origin)
+    return PolicySource({BASE_BUNDLE: yaml.safe_dump(document, sort_keys=False)}, origin)
 
 
 def text_digest(text: str) -> str:
@@ -236,7 +240,8 @@ class PolicyAdmin:
         """
         text = str(ref).strip()
         digits = text[1:] if text[:1] in ("v", "V") else text
-        if digits.isdigit():
+        # ASCII and bounded: int() refuses other digits, SQLite integers past 2**63.
+        if digits.isascii() and digits.isdigit() and len(digits) <= MAX_VERSION_DIGITS:
             found = await self.store.get_policy_snapshot(int(digits))
             if found is not None:
                 return found
