@@ -19,7 +19,7 @@ from cordum.ports import Bus, Store
 from cordum.ports.memory_bus import MemoryBus
 from cordum.ports.sqlite_store import SqliteStore
 from cordum.services.approvals import Approvals
-from cordum.services.audit_trail import AuditTrail, load_signing_key
+from cordum.services.audit_trail import AuditTrail, hmac_key_bytes, load_signing_key
 from cordum.services.breaker import CircuitBreaker
 from cordum.services.connections import InProcessLink, WorkerConnections
 from cordum.services.execution import Execution
@@ -78,14 +78,8 @@ def policy_source(settings: Settings) -> PolicySource:
 
 
 def audit_hmac_key(settings: Settings) -> bytes | None:
-    """The audit HMAC key: hex when it reads as hex, else the text's UTF-8 bytes."""
-    text = settings.audit_hmac_key
-    if not text:
-        return None
-    try:
-        return bytes.fromhex(text)
-    except ValueError:
-        return text.encode()
+    """The audit HMAC key of ``settings`` (``CORDUM_AUDIT_HMAC_KEY``), if any."""
+    return hmac_key_bytes(settings.audit_hmac_key)
 
 
 def open_store(settings: Settings) -> SqliteStore:
@@ -151,6 +145,7 @@ class ControlPlane:
             self.bus,
             self.kernel,
             self.metrics,
+            recheck=self._safety_client("approval", settings.gate_b_timeout_s, recheck=True),
             default_ttl_s=settings.approval_ttl_s,
             sweep_interval_s=settings.approval_sweep_s,
             listener=self.notifier,
@@ -171,6 +166,7 @@ class ControlPlane:
             default_max_retries=settings.default_max_retries,
             backoff_base_s=settings.backoff_base_s,
             backoff_max_s=settings.backoff_max_s,
+            approval_listener=self.notifier,
         )
         self.workers = WorkerService(self.store, self.bus, lost_after=settings.worker_lost_after_s)
         self.directory = WorkerDirectory(
@@ -240,6 +236,12 @@ class ControlPlane:
         self.reconciler.start()
         self.approvals.start()
         self.audit.start()
+        if self.hasher.algorithm == "sha256":
+            log.warning(
+                "the audit chain is sealed with plain SHA-256: anyone who can write the"
+                " database can also re-seal it. Set CORDUM_AUDIT_HMAC_KEY (kept off this"
+                " host's disk) to make changes by database access detectable"
+            )
         self.started = True
 
     async def add_worker(self, worker: Worker) -> None:

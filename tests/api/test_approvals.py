@@ -17,8 +17,9 @@ from cordum.models.approval import ApprovalStatus
 from cordum.models.keys import Role
 from cordum.models.state import JobState
 from cordum.ports import AuditFilter
-from tests.api.support import API_POLICY, POOLS, assert_error
+from tests.api.support import API_POLICY, POOLS, assert_error, wait_until
 from tests.pipeline.harness import Harness, policy, running_plane
+from tests.pipeline.kernels import SwitchableKernel
 from tests.pipeline.workers import BareWorker
 
 pytestmark = pytest.mark.anyio
@@ -418,3 +419,77 @@ async def test_listing_filters_by_status(scene: Scene) -> None:
     assert [a["approval_id"] for a in approved["approvals"]] == [first]
     bad = await http.get(APPROVALS, params={"status": "maybe"})
     assert_error(bad, 422)
+
+
+# --- races and failures around the re-check -------------------------------------------------
+
+DENYING = API_POLICY.replace("decision: require_approval", "decision: deny").replace(
+    'version: "test-1"', 'version: "test-2"'
+)
+
+
+async def test_an_answer_that_lands_during_the_recheck_wins_alone(tmp_path: Path) -> None:
+    kernel = SwitchableKernel(policy(API_POLICY))
+    async with _scene(tmp_path, kernel=kernel) as scene:
+        job_id = await scene.request_approval()
+        kernel.holder.swap(policy(DENYING))
+        kernel.hold_rechecks = asyncio.Event()
+        approving = asyncio.create_task(scene.answer(job_id, "approve", scene.keys.alice))
+        await wait_until(lambda: _calls_reached(kernel, 2), what="the re-check to start")
+        rejected = await scene.answer(job_id, "reject", scene.keys.bob, reason="no")
+        assert rejected["status"] == "rejected"
+        kernel.hold_rechecks.set()
+        late = await approving
+        assert late["_status"] == 409, late
+        assert late["code"] == "approval_already_resolved"
+        assert late["approval"]["status"] == "rejected"
+        kinds = await scene.audit_kinds(job_id)
+        assert [k for k in kinds if k.startswith("approval.")] == [
+            "approval.pending",
+            "approval.rejected",
+        ]
+
+
+async def _calls_reached(kernel: SwitchableKernel, count: int) -> bool:
+    return kernel.calls >= count
+
+
+async def test_a_recheck_without_a_kernel_approves_nothing(tmp_path: Path) -> None:
+    kernel = SwitchableKernel(policy(API_POLICY))
+    async with _scene(tmp_path, kernel=kernel) as scene:
+        job_id = await scene.request_approval()
+        kernel.holder.swap(policy(API_POLICY.replace("admin needs approval", "changed")))
+        kernel.down = True
+        result = await scene.answer(job_id, "approve", scene.keys.alice)
+        assert result["_status"] == 503, result
+        assert result["code"] == "kernel_unavailable"
+        assert (await scene.harness.job(job_id)).state is JobState.APPROVAL_REQUIRED
+        approval = await scene.harness.plane.store.get_approval(job_id)
+        assert approval is not None
+        assert approval.status is ApprovalStatus.PENDING
+
+
+async def test_the_requester_is_refused_even_after_someone_else_approved(scene: Scene) -> None:
+    job_id = await scene.request_approval()
+    assert (await scene.answer(job_id, "approve", scene.keys.alice))["status"] == "approved"
+    own_operator_key = await _key(scene.harness, "deploy-bot", Role.OPERATOR)
+    result = await scene.answer(job_id, "approve", own_operator_key)
+    assert result["_status"] == 403
+    assert result["code"] == "self_approval_denied"
+
+
+async def test_a_cancel_tells_the_approvers_the_approval_is_moot(scene: Scene) -> None:
+    told: list[tuple[str, str]] = []
+
+    class Recorder:
+        def approval_requested(self, approval: Any, job: Any) -> None:
+            told.append(("requested", approval.status.value))
+
+        def approval_resolved(self, approval: Any, job: Any) -> None:
+            told.append(("resolved", approval.status.value))
+
+    scene.harness.plane.execution.approval_listener = Recorder()
+    job_id = await scene.request_approval()
+    response = await scene.harness.http.post(f"/api/v1/jobs/{job_id}/cancel")
+    assert response.status_code == 200, response.text
+    assert told == [("resolved", "cancelled")]

@@ -15,11 +15,14 @@ Pinned, over real HTTP:
   the SDK sends ``CORDUM_API_KEY`` and ``CORDUM_TENANT_ID`` from the environment;
 - workers: only the registering key may act as a worker (4404/404 for anyone else), an id
   taken by another key is 403, an operator of every tenant may drain any worker; the
-  WebSocket refuses no key with 4401 and a non-worker key with 4403;
+  WebSocket refuses no key with 4401 and a non-worker key with 4403; each refusal (another
+  key's worker, a taken id, a report on a hidden job) is an ``auth.failure``, an unknown
+  worker id is not;
 - keys API: create shows the key once (201), list never shows a secret or hash, revoke
   stops the key at once, the last admin key of every tenant cannot be revoked, an admin
   of one tenant manages that tenant's keys only;
-- bootstrap: ``ensure_bootstrap`` mints exactly once, and installs ``CORDUM_API_KEY``;
+- bootstrap: ``ensure_bootstrap`` mints exactly once, and installs ``CORDUM_API_KEY``,
+  but never brings it back once revoked, nor changes a known key's role (it logs why);
   ``cordum up`` prints a minted key once, honours ``CORDUM_API_KEY``, and
   ``--insecure-no-auth`` warns loudly and lets anonymous callers in.
 """
@@ -355,6 +358,37 @@ async def test_a_report_about_another_tenants_job_is_404(plane: Harness) -> None
         assert "state" not in error, "nothing about the hidden job leaks"
 
 
+async def test_every_worker_refusal_is_an_auth_failure(plane: Harness) -> None:
+    owner, other = await plane.new_key("worker", "acme"), await plane.new_key("worker", "acme")
+    async with httpx.AsyncClient(base_url=plane.url, headers=auth(owner)) as http:
+        worker = await BareWorker.register(http, topics=("job.none.>",))
+    hidden = await submitted(plane, ADMIN_KEY, "globex")
+    base = f"/api/v1/workers/{worker.worker_id}"
+    async with httpx.AsyncClient(base_url=plane.url) as http:
+        # an unknown worker is no refusal: it is how a forgotten worker learns to register
+        unknown = await http.post("/api/v1/workers/w-unknown/heartbeat", headers=auth(owner))
+        assert_error(unknown, 404, "unknown_worker")
+        assert await auth_failures(plane) == []
+        beat = await http.post(f"{base}/heartbeat", json={}, headers=auth(other))
+        assert_error(beat, 404, "unknown_worker")
+        taken = await http.post(
+            "/api/v1/workers",
+            json={"worker_id": worker.worker_id, "pool": "p", "topics": ["job.test.>"]},
+            headers=auth(other),
+        )
+        assert_error(taken, 403, "worker_id_taken")
+        report = await http.post(
+            f"{base}/jobs/{hidden}/result", json={"status": "succeeded"}, headers=auth(owner)
+        )
+        assert_error(report, 404, "job_not_found")
+    failures = await auth_failures(plane)
+    assert [(f["actor"], f["code"], f["detail"], f["subject"]) for f in failures] == [
+        (key_id_of(other), "not_visible", f"worker {worker.worker_id}", f"POST {base}/heartbeat"),
+        (key_id_of(other), "worker_id_taken", f"worker {worker.worker_id}", "POST /api/v1/workers"),
+        (key_id_of(owner), "not_visible", f"job {hidden}", f"POST {base}/jobs/{hidden}/result"),
+    ]
+
+
 def socket_url(harness: Harness, worker_id: str) -> str:
     return harness.url.replace("http://", "ws://") + f"/api/v1/workers/{worker_id}/ws"
 
@@ -479,6 +513,38 @@ async def test_bootstrap_installs_the_given_key_as_an_admin_of_every_tenant(
         assert (principal.role.value, principal.all_tenants) == ("admin", True)
         assert await harness.plane.keys.ensure_bootstrap(key) is None
         assert len(await harness.plane.store.list_api_keys()) == 1
+
+
+async def test_bootstrap_never_brings_a_revoked_key_back(
+    plane: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = plane.plane.keys
+    key = "cordum_revoked-in-the-environment-0123"
+    await keys.ensure_bootstrap(key)
+    assert await keys.principal_for(key) is not None
+    assert await keys.revoke(key_id_of(key)) is not None
+    with caplog.at_level("ERROR", logger="cordum.services.keys"):
+        assert await keys.ensure_bootstrap(key) is None  # as at the next start
+    assert await keys.principal_for(key) is None, "a revoked key stays revoked"
+    record = await plane.plane.store.get_api_key(key_id_of(key))
+    assert record is not None
+    assert record.revoked_at is not None
+    assert "revoked" in caplog.text
+    assert key not in caplog.text
+    async with httpx.AsyncClient(base_url=plane.url, headers=auth(key)) as http:
+        assert_error(await http.get(JOBS), 401, "unauthenticated")
+
+
+async def test_bootstrap_leaves_a_known_key_of_another_role_as_it_is(
+    plane: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    viewer = await plane.new_key("viewer", "acme")
+    with caplog.at_level("WARNING", logger="cordum.services.keys"):
+        assert await plane.plane.keys.ensure_bootstrap(viewer) is None
+    principal = await plane.plane.keys.principal_for(viewer)
+    assert principal is not None
+    assert (principal.role.value, principal.tenants) == ("viewer", frozenset({"acme"}))
+    assert "not an admin key" in caplog.text
 
 
 def _minted(output: str) -> str:

@@ -13,7 +13,9 @@ Pinned:
   /jobs/{id}`` 404 and ``?wait=``; ``/decisions`` and ``/events`` shapes and order;
 - cancel, remediate, approvals, DLQ, workers (list, bad registrations, unknown worker,
   progress on a non-running job, late results), the policy endpoints, health, metrics,
-  OpenAPI, and the error shape of unknown paths and wrong methods.
+  OpenAPI, and the error shape of unknown paths and wrong methods;
+- a DLQ retry claims its entry before submitting: two at once make exactly one new job
+  (the other is 404), and a retry gate A cannot decide (503) leaves the entry in place.
 """
 
 from __future__ import annotations
@@ -22,14 +24,25 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from cordum.models import DecisionRecord, Job
 from cordum.models.state import JobState
-from tests.api.support import accepted, assert_error, served, stored_job_count
-from tests.pipeline.harness import Harness
+from cordum.ports import JobFilter
+from tests.api.support import (
+    API_POLICY,
+    accepted,
+    assert_error,
+    served,
+    stored_job_count,
+    wait_until,
+)
+from tests.pipeline.harness import Harness, policy
+from tests.pipeline.kernels import SwitchableKernel
 from tests.pipeline.workers import BareWorker
 
 pytestmark = pytest.mark.anyio
@@ -665,6 +678,82 @@ async def test_delete_a_dlq_entry(harness: Harness) -> None:
     gone = await harness.http.delete(f"/api/v1/dlq/{job_id}")
     assert_error(gone, 404, "dlq_entry_not_found")
     assert (await harness.job(job_id)).state is JobState.FAILED
+
+
+class HeldKernel(SwitchableKernel):
+    """Gate A waits for ``release`` while ``held``: a slow kernel, to open race windows."""
+
+    def __init__(self) -> None:
+        super().__init__(policy(API_POLICY))
+        self.held = False
+        self.release = asyncio.Event()
+
+    async def evaluate(self, job: Job) -> DecisionRecord:
+        if self.held:
+            self.calls += 1
+            await self.release.wait()
+        return await super().evaluate(job)
+
+
+@pytest.fixture
+async def held(tmp_path: Path) -> AsyncIterator[tuple[Harness, HeldKernel]]:
+    kernel = HeldKernel()
+    async with served(tmp_path, kernel=kernel) as plane:
+        yield plane, kernel
+
+
+async def dead_job(harness: Harness) -> str:
+    """A job that failed for good: its id is in the DLQ."""
+    worker = await BareWorker.register(harness.http)
+    job_id = await running_job(harness, worker)
+    await worker.fail(job_id, "nope", retryable=False)
+    assert await harness.plane.store.get_dlq(job_id) is not None
+    return job_id
+
+
+async def retries_of(harness: Harness, job_id: str) -> list[str]:
+    page = await harness.plane.store.list_jobs(JobFilter(), limit=10_000)
+    return [job.id for job in page.jobs if job.retry_of == job_id]
+
+
+async def test_concurrent_retries_of_one_dlq_entry_submit_one_job(
+    held: tuple[Harness, HeldKernel],
+) -> None:
+    harness, kernel = held
+    dead = await dead_job(harness)
+    kernel.held = True
+    retries = [
+        asyncio.create_task(harness.http.post(f"/api/v1/dlq/{dead}/retry")) for _ in range(2)
+    ]
+    # both would be in gate A now, were the entry not taken before submitting
+
+    async def in_gate_a_or_refused() -> bool:
+        return kernel.calls >= 2 or any(retry.done() for retry in retries)
+
+    await wait_until(in_gate_a_or_refused, what="both retries in gate A, or one refused")
+    kernel.release.set()
+    answers = await asyncio.gather(*retries)
+    assert sorted(r.status_code for r in answers) == [200, 404], [r.text for r in answers]
+    (refused,) = [r for r in answers if r.status_code == 404]
+    assert_error(refused, 404, "dlq_entry_not_found")
+    assert len(await retries_of(harness, dead)) == 1
+    assert await harness.plane.store.get_dlq(dead) is None
+
+
+async def test_a_retry_gate_a_cannot_decide_leaves_the_dlq_entry(
+    held: tuple[Harness, HeldKernel],
+) -> None:
+    harness, kernel = held
+    dead = await dead_job(harness)
+    kernel.down = True
+    refused = await harness.http.post(f"/api/v1/dlq/{dead}/retry")
+    assert_error(refused, 503, "policy_unavailable")
+    assert await retries_of(harness, dead) == []
+    assert await harness.plane.store.get_dlq(dead) is not None, "the entry was put back"
+    kernel.down = False
+    retried = await harness.http.post(f"/api/v1/dlq/{dead}/retry")
+    assert retried.status_code == 200, retried.text
+    assert await retries_of(harness, dead) == [retried.json()["job_id"]]
 
 
 # --- workers ------------------------------------------------------------------------------

@@ -13,6 +13,10 @@ Pinned:
   active one, 404 for unknown ones, 422 for malformed bodies;
 - ``GET /policy/audit`` pages through the policy events; viewers may read but not publish,
   agents may not read the audit trail;
+- what every tenant shares takes a key of every tenant: an admin of one tenant may not
+  edit, publish, roll back or read the policy audit (403 ``all_tenants_required``, audited);
+  the policy's text is for admins, operators and keys of every tenant, while any reader
+  sees which bundles and snapshots exist;
 - the active snapshot survives a restart on the same data directory;
 - hot swap: a publish in the middle of a stream of concurrent submissions drops none,
   and every decision on every job names exactly one of the two snapshots, consistent with
@@ -29,7 +33,10 @@ from typing import Any
 import httpx
 import pytest
 
+from cordum.models.audit import SYSTEM_CHAIN
 from cordum.models.keys import Role
+from cordum.ports import AuditFilter
+from cordum.services.keys import key_id_of
 from tests.api.support import assert_error, served
 from tests.pipeline.harness import Harness
 
@@ -264,7 +271,9 @@ async def test_viewers_read_the_policy_but_may_not_change_it(harness):
     viewer = await key_for(harness, Role.VIEWER)
     assert (await harness.http.get(f"{POLICY}/bundles", headers=viewer)).status_code == 200
     assert (await harness.http.get(f"{POLICY}/snapshots", headers=viewer)).status_code == 200
-    assert (await harness.http.get(f"{POLICY}/audit", headers=viewer)).status_code == 200
+    everywhere, _ = await harness.plane.keys.create(name="v*", role=Role.VIEWER, tenants=["*"])
+    audit = await harness.http.get(f"{POLICY}/audit", headers={"X-API-Key": everywhere})
+    assert audit.status_code == 200, audit.text
     put = await harness.http.put(
         f"{POLICY}/bundles/x", content=FRAGMENT, headers={**viewer, **YAML}
     )
@@ -276,6 +285,63 @@ async def test_viewers_read_the_policy_but_may_not_change_it(harness):
     assert_error(await harness.http.get(f"{POLICY}/audit", headers=agent), 403, "forbidden")
     anonymous = await harness.http.get(f"{POLICY}/bundles", headers={"X-API-Key": ""})
     assert_error(anonymous, 401, "unauthenticated")
+
+
+async def test_only_keys_of_every_tenant_change_the_policy_or_read_its_audit(harness):
+    acme_admin, _ = await harness.plane.keys.create(name="a", role=Role.ADMIN, tenants=["acme"])
+    acme = {"X-API-Key": acme_admin}
+    before = await active_snapshot(harness)
+    for method, path, body in (
+        ("PUT", f"{POLICY}/bundles/x", None),
+        ("DELETE", f"{POLICY}/bundles/x", None),
+        ("POST", f"{POLICY}/publish", {}),
+        ("POST", f"{POLICY}/rollback", {"snapshot_id": 1}),
+        ("GET", f"{POLICY}/audit", None),
+    ):
+        if method == "PUT":
+            response = await harness.http.put(path, content=FRAGMENT, headers={**acme, **YAML})
+        else:
+            response = await harness.http.request(method, path, json=body, headers=acme)
+        error = assert_error(response, 403, "all_tenants_required")
+        assert "every tenant" in error["error"]
+    bundles = (await harness.http.get(f"{POLICY}/bundles")).json()["bundles"]
+    assert "x" not in [bundle["bundle_id"] for bundle in bundles]
+    assert await active_snapshot(harness) == before, "nothing changed"
+    failures = await harness.plane.store.list_audit(
+        AuditFilter(tenant_id=SYSTEM_CHAIN, kinds=frozenset({"auth.failure"}))
+    )
+    assert [(e.data["code"], e.actor) for e in failures] == [
+        ("all_tenants_required", key_id_of(acme_admin))
+    ] * 5
+
+
+async def test_the_policy_text_is_for_admins_operators_and_keys_of_every_tenant(harness):
+    await harness.http.put(f"{POLICY}/bundles/secops/prod", content=FRAGMENT, headers=YAML)
+    assert (await publish(harness)).status_code == 201
+    texts = (f"{POLICY}/bundles/secops/prod", f"{POLICY}/snapshots/2")
+    for role, tenants, allowed in (
+        (Role.VIEWER, ["acme"], False),
+        (Role.AGENT, ["acme"], False),
+        (Role.OPERATOR, ["acme"], True),
+        (Role.ADMIN, ["acme"], True),
+        (Role.VIEWER, ["*"], True),
+    ):
+        key, _ = await harness.plane.keys.create(name="k", role=role, tenants=tenants)
+        headers = {"X-API-Key": key}
+        for path in texts:
+            response = await harness.http.get(path, headers=headers)
+            if allowed:
+                assert response.status_code == 200, (role, tenants, response.text)
+                assert "no-prod-run" in response.text
+            else:
+                assert_error(response, 403, "forbidden")
+                assert "no-prod-run" not in response.text
+        # what is there (ids, versions, which is active) stays readable to every reader
+        listing = await harness.http.get(f"{POLICY}/snapshots", headers=headers)
+        assert listing.json()["active_version"] == 2
+        bundles = await harness.http.get(f"{POLICY}/bundles", headers=headers)
+        assert "secops/prod" in bundles.text
+        assert "no-prod-run" not in bundles.text + listing.text
 
 
 # --- restart and hot swap -------------------------------------------------------------------

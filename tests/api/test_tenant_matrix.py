@@ -13,7 +13,10 @@ exists, and nobody can add one without saying who may call it. For every route:
   holds none of globex's ids; routes taking a ``tenant`` query refuse ``globex``.
 
 Policy bundles, snapshots and workers are shared by every tenant (``GLOBAL``): they are
-checked for authentication and roles only.
+checked for authentication and roles. What changes the shared policy, or reads the system
+chain, takes a key of every tenant (``EVERY``): the acme admin gets 403
+``all_tenants_required``. The policy's text (``TEXT``) may name any tenant: a viewer of
+acme gets 403, its admin reads it.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ pytestmark = pytest.mark.anyio
 
 A, B = "acme", "globex"
 PUBLIC, TENANT, GLOBAL, WORKER = "public", "tenant", "global", "worker"
+EVERY, TEXT = "every", "text"
 WRITES = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 ERROR_FIELDS = {"error", "code", "status", "tenant", "worker_id", "role", "permission"}
 """All a refusal may say; anything else would be data of the other tenant."""
@@ -56,8 +60,9 @@ class Route:
     permission: Permission | None
     """What the route needs (None: public)."""
     scope: str = TENANT
-    """TENANT (objects of one tenant), GLOBAL (shared by all), WORKER (the registering
-    key's), PUBLIC (no key)."""
+    """TENANT (objects of one tenant), GLOBAL (shared by all), EVERY (shared, and only a
+    key of every tenant may call it), TEXT (shared, but not for a viewer or agent of one
+    tenant), WORKER (the registering key's), PUBLIC (no key)."""
     objects: dict[str, str] = field(default_factory=dict)
     """Path parameter -> which of tenant B's objects (:class:`World`) to put there."""
     body: dict[str, Any] | None = None
@@ -104,14 +109,16 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/api/v1/audit/export"): Route(Permission.AUDIT, tenant_query="tenant"),
     # policy administration: one policy for every tenant
     ("GET", "/api/v1/policy/bundles"): Route(Permission.READ, GLOBAL),
-    ("GET", "/api/v1/policy/bundles/{bundle_id}"): Route(Permission.READ, GLOBAL),
-    ("PUT", "/api/v1/policy/bundles/{bundle_id}"): Route(Permission.POLICY_ADMIN, GLOBAL),
-    ("DELETE", "/api/v1/policy/bundles/{bundle_id}"): Route(Permission.POLICY_ADMIN, GLOBAL),
-    ("POST", "/api/v1/policy/publish"): Route(Permission.POLICY_ADMIN, GLOBAL),
+    ("GET", "/api/v1/policy/bundles/{bundle_id}"): Route(Permission.READ, TEXT),
+    ("PUT", "/api/v1/policy/bundles/{bundle_id}"): Route(Permission.POLICY_ADMIN, EVERY),
+    ("DELETE", "/api/v1/policy/bundles/{bundle_id}"): Route(Permission.POLICY_ADMIN, EVERY),
+    ("POST", "/api/v1/policy/publish"): Route(Permission.POLICY_ADMIN, EVERY),
     ("GET", "/api/v1/policy/snapshots"): Route(Permission.READ, GLOBAL),
-    ("GET", "/api/v1/policy/snapshots/{ref}"): Route(Permission.READ, GLOBAL),
-    ("POST", "/api/v1/policy/rollback"): Route(Permission.POLICY_ADMIN, GLOBAL),
-    ("GET", "/api/v1/policy/audit"): Route(Permission.AUDIT, GLOBAL),
+    ("GET", "/api/v1/policy/snapshots/{ref}"): Route(Permission.READ, TEXT),
+    ("POST", "/api/v1/policy/rollback"): Route(
+        Permission.POLICY_ADMIN, EVERY, body={"snapshot_id": 1}
+    ),
+    ("GET", "/api/v1/policy/audit"): Route(Permission.AUDIT, EVERY),
     # workers: shared, but each acts only as itself
     ("GET", "/api/v1/workers"): Route(Permission.READ, GLOBAL),
     ("POST", "/api/v1/workers"): Route(
@@ -285,6 +292,40 @@ async def test_a_viewer_may_not_write(world: World, method: str, path: str) -> N
     )
     assert response.status_code == 403, response.text
     assert response.json()["code"] == "forbidden"
+
+
+# --- what every tenant shares ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), sorted(k for k, r in ROUTES.items() if r.scope == EVERY)
+)
+async def test_an_admin_of_one_tenant_may_not_touch_what_every_tenant_shares(
+    world: World, method: str, path: str
+) -> None:
+    route = ROUTES[method, path]
+    response = await world.http.request(
+        method, concrete(path, {"bundle_id": "x"}), json=route.body, headers=auth(world.admin_a)
+    )
+    assert response.status_code == 403, response.text
+    assert response.json()["code"] == "all_tenants_required"
+    only_an_error(response)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), sorted(k for k, r in ROUTES.items() if r.scope == TEXT)
+)
+async def test_the_policy_text_is_not_for_a_viewer_of_one_tenant(
+    world: World, method: str, path: str
+) -> None:
+    bundles = (await world.http.get("/api/v1/policy/bundles")).json()["bundles"]
+    concrete_path = concrete(path, {"bundle_id": bundles[0]["bundle_id"], "ref": "1"})
+    refused = await world.http.request(method, concrete_path, headers=auth(world.viewer_a))
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["code"] == "forbidden"
+    only_an_error(refused)
+    admin = await world.http.request(method, concrete_path, headers=auth(world.admin_a))
+    assert admin.status_code == 200, admin.text
 
 
 # --- tenant isolation -----------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 
 from tests.cli.test_remote_cli import as_json, cordum
 from tests.pipeline.harness import AUTH
-from tests.sdk.servers import CordumUp, cordum_up
+from tests.sdk.servers import CordumUp, cordum_up, free_port
 
 
 @pytest.fixture(scope="module")
@@ -91,4 +91,16 @@ def test_usage_errors_exit_2_with_one_line(tmp_path: Path, args: list[str], mess
     )
     assert done.returncode == 2, done.stdout + done.stderr
     assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_up_refuses_to_continue_a_chain_with_another_hmac_key(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with cordum_up(data, "--no-demo"):
+        pass  # creates the store, its chains sealed without an HMAC key
+    done = cordum(
+        "up", "--no-demo", "--data-dir", data, "--port", free_port(), CORDUM_AUDIT_HMAC_KEY="k" * 32
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "CORDUM_AUDIT_HMAC_KEY" in done.stderr
     assert "Traceback" not in done.stderr

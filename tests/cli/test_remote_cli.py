@@ -12,12 +12,14 @@ Pinned (every command a subprocess, COLUMNS=200 NO_COLOR=1):
 - A server that cannot be reached: exit 3, one line, no traceback; ``CORDUM_URL`` is
   read when ``--url`` is not given.
 - ``cordum up``: a broken policy exits 2 naming file:line; a port in use exits 1 saying
-  so; state survives a SIGTERM restart on the same ``--data-dir``; ``--no-demo`` starts
-  no worker.
+  so; a stored active snapshot that no longer loads, or an audit signing key file that is
+  not one, exits 2 with an error line saying what to do and no traceback; state survives
+  a SIGTERM restart on the same ``--data-dir``; ``--no-demo`` starts no worker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
@@ -31,6 +33,8 @@ from typing import Any
 import httpx
 import pytest
 
+from cordum.models.policy_records import PolicySnapshotRecord
+from cordum.ports.sqlite_store import SqliteStore
 from tests.pipeline.harness import AUTH
 from tests.sdk.servers import CordumUp, clean_env, cordum_up, free_port
 
@@ -230,6 +234,61 @@ def test_up_on_a_port_in_use_exits_1_with_a_clear_message(tmp_path: Path) -> Non
     assert f"127.0.0.1:{port} is already in use" in done.stderr
     assert "--port" in done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def store_a_snapshot_that_no_longer_loads(data: Path) -> None:
+    """An active snapshot in ``data``'s store as a laxer release might have left it."""
+
+    async def write() -> None:
+        store = SqliteStore(data / "cordum.db")
+        try:
+            bundles = {"base": "default_decision: maybe\nrules: []\n"}
+            await store.add_policy_snapshot(
+                PolicySnapshotRecord(snapshot_id="old:" + "0" * 64, created_at=1.0, bundles=bundles)
+            )
+        finally:
+            await store.close()
+
+    asyncio.run(write())
+
+
+def test_up_on_a_stored_policy_that_no_longer_loads_exits_2_saying_what_to_do(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    store_a_snapshot_that_no_longer_loads(data)
+    done = cordum("up", "--port", free_port(), "--data-dir", data, timeout=30)
+    assert done.returncode == 2, done.stdout + done.stderr
+    output = done.stdout + done.stderr
+    error = done.stderr.splitlines()[0]
+    assert error.startswith("error: the active policy snapshot v1 (old:")
+    assert "start with --policy PATH" in error
+    assert "base:1:1:" in done.stderr  # which bundle, where
+    assert "is up" not in output
+    assert "Traceback" not in output
+    assert "startup failed" not in output
+
+    # The way out it names works: an explicit policy is published over the broken one.
+    policy = tmp_path / "policy.yaml"
+    policy.write_text('version: "fixed"\ndefault_decision: deny\nrules: []\n')
+    with cordum_up(data, "--policy", str(policy), "--no-demo") as served:
+        snapshots = httpx.get(f"{served.url}/api/v1/policy/snapshots", headers=AUTH).json()
+        assert snapshots["active_version"] == 2, snapshots
+
+
+def test_up_with_a_malformed_signing_key_file_exits_2_naming_it(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    key_file = data / "audit-signing.key"
+    key_file.write_text("not a hex seed\n")
+    done = cordum("up", "--port", free_port(), "--data-dir", data, timeout=30)
+    assert done.returncode == 2, done.stdout + done.stderr
+    output = done.stdout + done.stderr
+    assert done.stderr.startswith(f"error: {key_file}: expected a 32-byte Ed25519 seed")
+    assert "delete the file" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in output
+    assert "internal error" not in output
 
 
 def test_jobs_survive_a_restart(tmp_path: Path) -> None:

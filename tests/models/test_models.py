@@ -57,3 +57,16 @@ def test_decision_records_are_immutable():
     )
     with pytest.raises(ValidationError):
         record.reason = "changed"  # type: ignore[misc]
+
+
+def test_roles_are_no_ladder_as_the_role_docstring_says():
+    from cordum.models.keys import ROLE_PERMISSIONS, Permission, Role
+
+    def holds(role: Role) -> frozenset[Permission]:
+        return ROLE_PERMISSIONS[role]
+
+    assert holds(Role.ADMIN) == frozenset(Permission)
+    assert holds(Role.VIEWER) | holds(Role.AGENT) <= holds(Role.OPERATOR)
+    assert not holds(Role.AGENT) <= holds(Role.VIEWER), "an agent submits, a viewer does not"
+    assert holds(Role.WORKER) == {Permission.WORK}
+    assert [r for r in Role if Permission.WORK in holds(r)] == [Role.ADMIN, Role.WORKER]

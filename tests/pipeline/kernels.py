@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from cordum.models import DecisionRecord, Explanation, Job, OutputVerdict
@@ -19,6 +20,8 @@ class SwitchableKernel:
         self.inner = LocalKernel(self.holder)
         self.down = False
         self.calls = 0
+        self.hold_rechecks: asyncio.Event | None = None
+        """When set, re-checks wait for it: a slow remote kernel, to open race windows."""
 
     def _check(self) -> None:
         self.calls += 1
@@ -31,8 +34,10 @@ class SwitchableKernel:
         return await self.inner.evaluate(job)
 
     async def recheck(self, job: Job) -> DecisionRecord:
-        """Re-decide at gate B, unless switched off."""
+        """Re-decide at gate B, unless switched off (after ``hold_rechecks``, if set)."""
         self._check()
+        if self.hold_rechecks is not None:
+            await self.hold_rechecks.wait()
         return await self.inner.recheck(job)
 
     async def simulate(self, job: Job | dict[str, Any]) -> DecisionRecord:

@@ -1147,3 +1147,24 @@ def test_every_entry_point_refuses_a_misspelt_job_field(method):
 def test_well_formed_job_is_decided():
     record = POLICY.evaluate({"topic": "JOB.X", "tenant": "Acme", "labels": {"n": 1}})
     assert (record.decision, record.rule_id) == (cordum.policy.Decision.DENY, "a")
+
+
+@pytest.mark.parametrize("decision", ["allow", "deny", "throttle"])
+def test_an_approval_ttl_outside_a_require_approval_rule_is_refused(decision):
+    text = textwrap.dedent(
+        f"""\
+        version: "1"
+        rules:
+          - id: r
+            match: {{topics: ["job.x"]}}
+            decision: {decision}
+            reason: because
+            constraints: {{approval_ttl_s: 30}}
+        """
+    )
+    with pytest.raises(PolicyLoadError) as caught:
+        cordum.policy.load_text(text, name="p.yaml")
+    (issue,) = caught.value.issues
+    assert issue.code == "misplaced_field"
+    assert issue.line == 3
+    assert "require_approval" in issue.message

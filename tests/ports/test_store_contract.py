@@ -472,6 +472,19 @@ async def test_decision_and_dlq_entry_are_written_with_the_transition(store):
     assert await store.count_dlq() == 1
 
 
+async def test_a_dlq_entry_is_claimed_once_and_can_be_put_back(store):
+    job = await create_in(store, S.PENDING)
+    entry = make_dlq(job)
+    await store.transition(job.id, S.FAILED, dlq=entry)
+    claims = await asyncio.gather(*(store.delete_dlq(job.id) for _ in range(5)))
+    assert sorted(claims) == [False] * 4 + [True]
+    assert await store.get_dlq(job.id) is None
+    await store.put_dlq(entry)
+    assert await store.get_dlq(job.id) == entry
+    assert (await store.list_dlq()).entries == [entry]
+    assert await store.count_dlq() == 1
+
+
 async def test_dlq_listing_is_newest_first_and_pages_with_a_cursor(store):
     entries = []
     for _ in range(7):

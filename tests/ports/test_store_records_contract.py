@@ -4,9 +4,11 @@ Run against every registered adapter, through the Store protocol only. Pinned he
 approvals are written with the job change they belong to, listed newest request first
 with cursors and tenant/status/expiry filters, and a pending approval is settled when its
 job leaves APPROVAL_REQUIRED without a human's answer (cancelled, expired, invalidated);
-policy bundles and numbered snapshots with one active snapshot; API key records; and the
-audit invariant: every job event, decision and approval change is sealed into its
-tenant's chain in the write that makes it, each chain numbered from 1 without gaps and
+policy bundles and numbered snapshots with one active snapshot, where adding or activating
+a snapshot can replace every draft bundle in the same write (all of it or nothing) and
+fills the version it assigns into its audit events; API key records; and the audit
+invariant: every job event, decision and approval change is sealed into its tenant's
+chain in the write that makes it, each chain numbered from 1 without gaps and
 hash-linked from GENESIS_HASH, verifiable with ``verify_chain``, and untouched by a write
 that fails. A Hypothesis property drives random legal traffic across jobs and tenants and
 checks every chain against the job histories.
@@ -34,7 +36,7 @@ from cordum.models.pipeline import Gate, JobRecord
 from cordum.models.policy_records import PolicyBundleRecord, PolicySnapshotRecord
 from cordum.models.state import TRANSITIONS, IllegalTransitionError, JobState
 from cordum.ports import ApprovalFilter, AuditFilter
-from cordum.ports.store import ConflictError, JobNotFoundError, Store
+from cordum.ports.store import SNAPSHOT_VERSION, ConflictError, JobNotFoundError, Store
 from cordum.services.audit import verify_chain
 from tests.ports.adapters import STORE_ADAPTERS, StoreAdapter, StoreHarness
 from tests.ports.factories import (
@@ -470,6 +472,103 @@ async def test_activating_an_unknown_snapshot_is_a_lookup_error_and_writes_nothi
             await store.activate_policy_snapshot(version, audit=[draft(kind="policy.rollback")])
     assert await store.active_policy_snapshot() == one
     assert await audit_state(store) == before
+
+
+async def policy_state(store: Store) -> tuple[Any, ...]:
+    """Snapshots, the active one and the drafts: to check that nothing was written."""
+    return (
+        await store.list_policy_snapshots(),
+        await store.active_policy_snapshot(),
+        await store.list_policy_bundles(),
+    )
+
+
+async def test_activating_a_snapshot_can_replace_every_draft_in_the_same_write(store):
+    one = await store.add_policy_snapshot(make_snapshot())
+    await store.add_policy_snapshot(make_snapshot())
+    for bundle_id in ("base", "team/a", "team/b"):
+        await store.put_policy_bundle(make_bundle(bundle_id))
+    base = make_bundle("base", text="rules: [rolled-back]\n")
+    kept = make_bundle("team/c")
+
+    events = [draft(kind="policy.rollback"), draft(kind="policy.bundle.put")]
+    activated = await store.activate_policy_snapshot(1, audit=events, bundles=[kept, base])
+
+    assert activated == one
+    assert await store.active_policy_snapshot() == one
+    assert await store.list_policy_bundles() == [base, kept]
+    assert (await kinds(store, "_system"))[-2:] == ["policy.rollback", "policy.bundle.put"]
+    # Without bundles the drafts are left alone.
+    await store.activate_policy_snapshot(2)
+    assert await store.list_policy_bundles() == [base, kept]
+    await assert_verifies(store, "_system")
+
+
+async def test_adding_a_snapshot_can_replace_every_draft_in_the_same_write(store):
+    await store.put_policy_bundle(make_bundle("old"))
+    fresh = [make_bundle("base"), make_bundle("secops/prod")]
+    added = await store.add_policy_snapshot(
+        make_snapshot(), audit=[draft(kind="policy.publish")], bundles=fresh
+    )
+    assert await store.active_policy_snapshot() == added
+    assert await store.list_policy_bundles() == fresh
+    assert await kinds(store, "_system") == ["policy.publish"]
+    await store.add_policy_snapshot(make_snapshot())
+    assert await store.list_policy_bundles() == fresh
+
+
+@pytest.mark.parametrize("write", ["add", "activate"])
+@pytest.mark.parametrize("broken", ["bundle", "audit"])
+async def test_a_snapshot_write_that_fails_midway_leaves_snapshots_drafts_and_chain(
+    store, write, broken
+):
+    """A bundle that cannot be stored (after the old drafts are gone and another bundle is
+    written) or an event that cannot be sealed (after the bundles) fails the whole write:
+    the active snapshot, the drafts and every chain stay as they were."""
+    await store.add_policy_snapshot(make_snapshot(), audit=[draft(kind="policy.publish")])
+    await store.add_policy_snapshot(make_snapshot(), audit=[draft(kind="policy.publish")])
+    await store.put_policy_bundle(make_bundle("base"), audit=[draft(kind="policy.bundle.put")])
+    before_policy = await policy_state(store)
+    before_audit = await audit_state(store)
+    bundles = [make_bundle("base", text="rules: [new]\n"), make_bundle("team/new")]
+    audit = [draft(kind="policy.rollback"), draft(kind="policy.bundle.put")]
+    if broken == "bundle":
+        bundles.append(make_bundle("zeta").model_copy(update={"text": object()}))
+    else:
+        audit.append(draft(kind="policy.bundle.deleted", data={"ratio": 0.5}))
+
+    if write == "add":
+        call = store.add_policy_snapshot(make_snapshot(), audit=audit, bundles=bundles)
+    else:
+        call = store.activate_policy_snapshot(1, audit=audit, bundles=bundles)
+    error = await raised(call)
+
+    assert isinstance(error, Exception)
+    assert await policy_state(store) == before_policy
+    assert await audit_state(store) == before_audit
+    # The store goes on from where it was.
+    assert (await store.activate_policy_snapshot(1, bundles=bundles[:2])).version == 1
+    assert await store.list_policy_bundles() == bundles[:2]
+    assert (await store.add_policy_snapshot(make_snapshot())).version == 3
+    await assert_verifies(store, "_system")
+
+
+async def test_the_assigned_version_is_filled_into_the_snapshot_audit_events(store):
+    def publish_event(message: str) -> AuditDraft:
+        return draft(kind="policy.publish", data={"version": SNAPSHOT_VERSION, "note": message})
+
+    first = await store.add_policy_snapshot(make_snapshot(), audit=[publish_event("first")])
+    second = await store.add_policy_snapshot(
+        make_snapshot(version=99), audit=[draft(kind="other"), publish_event("second")]
+    )
+    events = await chain(store, "_system")
+    assert [(e.kind, e.data) for e in events] == [
+        ("policy.publish", {"version": first.version, "note": "first"}),
+        ("other", {}),
+        ("policy.publish", {"version": second.version, "note": "second"}),
+    ]
+    assert (first.version, second.version) == (1, 2)
+    await assert_verifies(store, "_system")
 
 
 # --- API keys ------------------------------------------------------------------------------

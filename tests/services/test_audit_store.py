@@ -17,6 +17,7 @@ from cordum.models.job import Job
 from cordum.models.pipeline import DecisionEntry, Gate, JobRecord
 from cordum.models.state import IllegalTransitionError, JobState
 from cordum.ports import AuditFilter
+from cordum.ports.sqlite_audit import AuditKeyMismatchError
 from cordum.ports.sqlite_store import SqliteStore
 from cordum.services.audit import CheckpointSigner
 from cordum.services.audit_trail import (
@@ -327,3 +328,79 @@ def test_the_signing_key_is_created_private_and_read_back(tmp_path: Path) -> Non
     path.write_text("not hex")
     with pytest.raises(ValueError, match="64 hex characters"):
         load_signing_key(path)
+
+
+async def test_an_export_resealed_without_the_hmac_key_fails_with_the_key(tmp_path: Path) -> None:
+    hasher = ChainHasher(b"the-real-key")
+    store = SqliteStore(tmp_path / "cordum.db", hasher=hasher)
+    try:
+        await fill(store, 5)
+        lines = await exported(trail_of(store, hasher))
+    finally:
+        await store.close()
+    header = json.loads(lines[0])
+    header["algorithm"] = "sha256"  # the forger claims a plain chain and re-seals it
+    forged = [json.dumps(header)]
+    prev = "0" * 64
+    for line in lines[1:6]:
+        event = json.loads(line)
+        body = event["body"].replace('"n":2', '"n":20')
+        event.update(body=body, prev_hash=prev, event_hash=ChainHasher().digest(prev, body))
+        event["data"] = json.loads(body)["data"]
+        event["body"] = body
+        prev = event["event_hash"]
+        forged.append(json.dumps(event))
+    chain = read_export(forged)
+    assert verify_export(chain).ok is False  # and without any checkpoint: truncated
+    report = verify_export(chain, hmac_key=b"the-real-key")
+    assert (report.ok, report.kind, report.first_bad_seq) == (False, TamperKind.MODIFIED, 1)
+
+
+async def test_an_export_cut_short_is_truncated(store: SqliteStore) -> None:
+    await fill(store, 10)
+    trail = trail_of(store)
+    lines = await exported(trail)
+    assert verify_export(read_export(lines)).ok
+    cut = lines[:-4]  # the checkpoint and the last three events
+    report = verify_export(read_export(cut))
+    assert (report.ok, report.kind, report.first_bad_seq) == (False, TamperKind.TRUNCATED, 8)
+
+
+async def test_an_event_moved_in_from_another_chain_is_found(store: SqliteStore) -> None:
+    await fill(store, 3, "other")
+    await fill(store, 3)
+    trail = trail_of(store)
+    mine = await exported(trail)
+    theirs = await exported(trail, "other")
+    mixed = [mine[0], theirs[1], *mine[2:]]
+    report = verify_export(read_export(mixed))
+    assert (report.ok, report.first_bad_seq) == (False, 1)
+
+
+async def test_events_written_during_an_export_wait_for_the_next_one(store: SqliteStore) -> None:
+    await fill(store, 3)
+    trail = trail_of(store)
+    lines = []
+    async for line in trail.export(TENANT):
+        lines.append(line)
+        if len(lines) == 2:
+            await fill(store, 2)  # arrives while the export is being streamed
+    chain = read_export(lines)
+    assert [e.seq for e in chain.events] == [1, 2, 3]
+    assert verify_export(chain).ok
+
+
+async def test_a_store_refuses_to_continue_its_chains_with_another_key(tmp_path: Path) -> None:
+    path = tmp_path / "cordum.db"
+    store = SqliteStore(path, hasher=ChainHasher(b"first-key"))
+    await fill(store, 2)
+    await store.close()
+    for other in (ChainHasher(), ChainHasher(b"second-key")):
+        with pytest.raises(AuditKeyMismatchError, match="CORDUM_AUDIT_HMAC_KEY"):
+            SqliteStore(path, hasher=other)
+    reopened = SqliteStore(path, hasher=ChainHasher(b"first-key"))
+    try:
+        await fill(reopened, 1)
+        assert (await trail_of(reopened, ChainHasher(b"first-key")).verify(TENANT)).ok
+    finally:
+        await reopened.close()

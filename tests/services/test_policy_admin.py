@@ -103,6 +103,19 @@ async def decide(admin: PolicyAdmin, topic: str) -> tuple[str, str | None]:
     return record.decision.value, record.policy_snapshot
 
 
+def unsealable_events(kind_prefix: str):
+    """A stand-in for ``policy_admin._event`` whose events of these kinds cannot be sealed
+    (a float has no canonical JSON form), so the write that carries them fails inside."""
+    original = policy_admin._event
+
+    def event(kind, subject, actor, data):
+        if kind.startswith(kind_prefix):
+            data = {**data, "ratio": 0.5}
+        return original(kind, subject, actor, data)
+
+    return event
+
+
 # --- bundles --------------------------------------------------------------------------------
 
 
@@ -183,6 +196,17 @@ async def test_publish_makes_a_new_active_version_and_swaps_the_kernel(store):
     assert ("policy.publish", snapshot.snapshot_id) in await policy_events(store)
 
 
+async def test_the_publish_event_names_the_version_it_made(store):
+    admin = await started(store)
+    v1 = admin.holder.policy.snapshot_id
+    await admin.put_bundle("base", DENY_READS, "alice")
+    v2 = (await admin.publish("alice", "close reads")).snapshot.snapshot_id
+    filters = AuditFilter(tenant_id=SYSTEM_CHAIN, kind_prefix="policy.publish")
+    publishes = await store.list_audit(filters)
+    assert [(e.subject, e.data["version"]) for e in publishes] == [(v1, 1), (v2, 2)]
+    assert publishes[1].data["from_version"] == 1
+
+
 async def test_a_publish_that_changes_no_decision_makes_no_version(store):
     admin = await started(store)
     await admin.put_bundle("base", "# only a comment changed\n" + BASE, "alice")
@@ -219,12 +243,12 @@ async def test_concurrent_publishes_leave_store_and_kernel_agreeing(store, monke
     write = store.add_policy_snapshot
     calls = 0
 
-    async def slow_first_answer(snapshot, audit=()):
+    async def slow_first_answer(snapshot, audit=(), bundles=None):
         # The first publish is committed but answers late: without serialising, the
         # second would commit and swap meanwhile, and the first would then swap the
         # kernel back to a snapshot the store no longer calls active.
         nonlocal calls
-        stored = await write(snapshot, audit)
+        stored = await write(snapshot, audit, bundles)
         calls += 1
         if calls == 1:
             await asyncio.sleep(0.2)
@@ -276,6 +300,63 @@ async def test_rollback_reactivates_swaps_back_resets_the_drafts_and_is_audited(
     }
     # A publish right after the rollback publishes what is active: nothing.
     assert not (await admin.publish("bob", "again")).changed
+
+
+async def rolled_forward(store: SqliteStore) -> PolicyAdmin:
+    """Started on BASE (v1), then v2 = DENY_READS plus a fragment, published."""
+    admin = await started(store)
+    await admin.put_bundle("base", DENY_READS, "alice")
+    await admin.put_bundle("secops/prod", FRAGMENT, "alice")
+    await admin.publish("alice", "v2")
+    return admin
+
+
+async def test_a_rollback_whose_draft_reset_fails_changes_nothing(store, monkeypatch):
+    admin = await rolled_forward(store)
+    v2 = admin.holder.policy.snapshot_id
+    drafts = await store.list_policy_bundles()
+    events = await policy_events(store)
+    monkeypatch.setattr(policy_admin, "_event", unsealable_events("policy.bundle."))
+
+    with pytest.raises(TypeError):
+        await admin.rollback(1, "bob", "reads are needed")
+
+    # Not half a rollback: still v2 in the store and the kernel, and the v2 drafts.
+    assert (await store.active_policy_snapshot()).version == 2
+    assert admin.holder.policy.snapshot_id == v2
+    assert await store.list_policy_bundles() == drafts
+    assert await policy_events(store) == events
+
+
+async def test_a_crash_between_the_rollback_commit_and_the_swap_restarts_rolled_back(
+    tmp_path, monkeypatch
+):
+    """The store commits the activation and the reset drafts together; the kernel swaps
+    after. Dying in between (here: the swap fails) leaves the store ahead, and the next
+    start decides with the rolled-back snapshot, whose bundles the drafts already hold:
+    the next publish does not bring back what was rolled back."""
+    store = SqliteStore(tmp_path / "cordum.db")
+    admin = await rolled_forward(store)
+    v1 = (await store.get_policy_snapshot(1)).snapshot_id
+
+    def crash(policy):
+        raise RuntimeError("the process died here")
+
+    monkeypatch.setattr(admin.holder, "swap", crash)
+    with pytest.raises(RuntimeError, match="died"):
+        await admin.rollback(1, "bob")
+    await store.close()
+
+    store = SqliteStore(tmp_path / "cordum.db")
+    try:
+        holder = PolicyHolder(load_text(DENY_READS))
+        again = PolicyAdmin(store, holder)
+        await again.sync_at_startup(PolicySource({"base": DENY_READS}, "demo"))
+        assert holder.policy.snapshot_id == v1
+        assert {b.bundle_id: b.text for b in await again.list_bundles()} == {"base": BASE}
+        assert not (await again.publish("carol", "after the restart")).changed
+    finally:
+        await store.close()
 
 
 async def test_rollback_by_version_to_the_active_one_is_a_no_op(store):
@@ -378,6 +459,29 @@ async def test_a_stored_snapshot_that_no_longer_loads_stops_the_start(store, mon
         admin = PolicyAdmin(store, PolicyHolder(load_text(DENY_READS)))
         with pytest.raises(StartupPolicyError, match="start with --policy"):
             await admin.sync_at_startup(PolicySource({"base": DENY_READS}, "demo"))
+    finally:
+        await store.close()
+
+
+async def test_a_start_up_publish_that_fails_leaves_the_drafts_untouched(tmp_path, monkeypatch):
+    store = SqliteStore(tmp_path / "cordum.db")
+    await started(store, {"base": BASE, "secops/prod": FRAGMENT})
+    await store.close()
+
+    policy_file = tmp_path / "strict.yaml"
+    policy_file.write_text(DENY_READS)
+    store = SqliteStore(tmp_path / "cordum.db")
+    try:
+        drafts = await store.list_policy_bundles()
+        events = await policy_events(store)
+        monkeypatch.setattr(policy_admin, "_event", unsealable_events("policy.publish"))
+        admin = PolicyAdmin(store, PolicyHolder(load(policy_file)))
+        with pytest.raises(TypeError):
+            await admin.sync_at_startup(source_from_path(policy_file))
+        # Neither half of the publish: no version, and the drafts are not the new policy's.
+        assert [s.version for s in await admin.snapshots()] == [1]
+        assert await store.list_policy_bundles() == drafts
+        assert await policy_events(store) == events
     finally:
         await store.close()
 

@@ -123,17 +123,39 @@ async def _caller(
     return await principal_of(request)
 
 
-def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
-    """A FastAPI dependency: the caller, holding ``permission``."""
+def require(
+    permission: Permission, *, every_tenant: bool = False
+) -> Callable[..., Awaitable[Principal]]:
+    """A FastAPI dependency: the caller, holding ``permission``.
+
+    ``every_tenant``: and with a key of every tenant (``*``), for what all tenants share
+    (the policy, the system audit chain): a key of some tenants must not change it.
+    """
 
     async def dependency(
         request: Request, principal: Annotated[Principal, Depends(_caller)]
     ) -> Principal:
         if not principal.may(permission):
             await forbid(request, principal, permission)
+        if every_tenant and not principal.all_tenants:
+            await forbid_partial(request, principal, permission)
         return principal
 
     return dependency
+
+
+async def forbid_partial(
+    request: HTTPConnection, principal: Principal, permission: Permission
+) -> NoReturn:
+    """Refuse a key of some tenants what concerns every tenant: audit it, then raise 403."""
+    await record_failure(request, principal, "all_tenants_required", permission.value)
+    raise ApiError(
+        403,
+        "all_tenants_required",
+        f"this concerns every tenant, so it takes a key of every tenant (`--tenant '*'`);"
+        f" this key covers {', '.join(sorted(principal.tenants))} only",
+        permission=permission.value,
+    )
 
 
 CanRead = Annotated[Principal, Depends(require(Permission.READ))]

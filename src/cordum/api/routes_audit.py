@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -55,6 +56,11 @@ async def _chain(request: Request, principal: Principal, tenant: str | None) -> 
     return name
 
 
+def _file_safe(name: str) -> str:
+    """A tenant name fit for a download's file name (headers are latin-1, quotes end it)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
 def _ms(value: datetime | None) -> int | None:
     return None if value is None else int(value.timestamp() * 1000)
 
@@ -69,7 +75,9 @@ async def list_events(
     actor: str | None = None,
     since: Annotated[datetime | None, Query(description="ISO-8601; at or after.")] = None,
     until: Annotated[datetime | None, Query(description="ISO-8601; before.")] = None,
-    cursor: int = Query(0, ge=0, description="The `next_cursor` of the previous page."),
+    cursor: int = Query(
+        0, ge=0, le=2**63 - 1, description="The `next_cursor` of the previous page."
+    ),
     limit: int = Query(100, ge=1, le=1000),
 ) -> dict[str, Any]:
     """Events of one chain, oldest first, ``limit`` at a time."""
@@ -128,5 +136,5 @@ async def export(request: Request, tenant: str | None = TENANT) -> StreamingResp
     return StreamingResponse(
         plane_of(request).audit.export(chain),
         media_type="application/x-ndjson",
-        headers={"Content-Disposition": f'attachment; filename="audit-{chain}.ndjson"'},
+        headers={"Content-Disposition": f'attachment; filename="audit-{_file_safe(chain)}.ndjson"'},
     )

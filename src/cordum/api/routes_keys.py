@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -15,6 +16,8 @@ from cordum.api.errors import ApiError, invalid, not_found
 from cordum.api.views import key_view
 from cordum.models.keys import ALL_TENANTS, Principal, Role
 from cordum.services.keys import KeyCreationError, LastAdminKeyError
+from cordum.services.workers import UnknownWorkerError
+from cordum.wiring import ControlPlane
 
 router = APIRouter(prefix="/api/v1", tags=["keys"])
 
@@ -78,7 +81,8 @@ async def list_keys(principal: CanAdminKeys, request: Request) -> dict[str, Any]
 
 @router.delete("/keys/{key_id}")
 async def revoke_key(request: Request, principal: CanAdminKeys, key_id: str) -> dict[str, Any]:
-    """Revoke a key: it stops working at once. Revoking twice answers the first revocation."""
+    """Revoke a key: it stops working at once, and its workers are removed (no job is sent
+    to them any more). Revoking twice answers the first revocation."""
     plane = plane_of(request)
     record = await plane.store.get_api_key(key_id)
     if record is not None and not covers(principal, record.tenants):
@@ -92,4 +96,17 @@ async def revoke_key(request: Request, principal: CanAdminKeys, key_id: str) -> 
         raise ApiError(409, "last_admin_key", str(exc)) from None
     if revoked is None:  # deleted between the two reads: nothing left to revoke
         raise not_found("key", key_id)
+    await _remove_workers_of(plane, key_id)
     return key_view(revoked)
+
+
+async def _remove_workers_of(plane: ControlPlane, key_id: str) -> None:
+    """Remove the workers a key registered: the scheduler stops choosing them, jobs sent
+    to them but never taken go back to PENDING, and their WebSockets close. Otherwise
+    they would be sent jobs they can no longer take until they counted as lost."""
+    for worker in await plane.store.list_workers():
+        if worker.owner_key != key_id:
+            continue
+        with contextlib.suppress(UnknownWorkerError):  # it left meanwhile
+            await plane.workers.deregister(worker.worker_id)
+        await plane.connections.disconnect(worker.worker_id)

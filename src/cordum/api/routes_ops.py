@@ -107,15 +107,24 @@ async def list_dlq(
 async def retry_dlq(request: Request, principal: CanOperate, job_id: str) -> Response:
     """Submit the dead-lettered job again (a new job, through gate A); the entry is removed.
 
-    The new job is submitted by the caller, in the dead job's tenant.
+    The new job is submitted by the caller, in the dead job's tenant. The entry is taken
+    first, so of concurrent retries exactly one submits (the others find no entry: 404);
+    if the submission then fails (gate A unavailable, say), the entry is put back.
     """
     plane = plane_of(request)
-    await _visible_entry(request, principal, job_id)
+    entry = await _visible_entry(request, principal, job_id)
     job = await require_job(plane, job_id)
     spec = job.spec.model_copy(update={"idempotency_key": None, "tenant_id": job.tenant_id})
-    response = await submit_job(plane, spec, principal, retry_of=job_id)
-    await plane.store.delete_dlq(job_id)
-    return response
+    if not await plane.store.delete_dlq(job_id):
+        raise not_found("dlq_entry", job_id)  # another retry (or a delete) took it
+    try:
+        return await submit_job(plane, spec, principal, retry_of=job_id)
+    except ApiError:
+        # A refusal (policy unavailable, invalid job): nothing was stored, so the entry
+        # goes back. Anything else may come after the new job was stored: the entry stays
+        # taken, as a lost entry is better than a second run.
+        await plane.store.put_dlq(entry)
+        raise
 
 
 @router.delete("/dlq/{job_id}", tags=["dlq"], status_code=204)

@@ -1,7 +1,10 @@
 """The policy's lifecycle over HTTP: bundles, publish, snapshots, rollback, audit.
 
-Writes need the ``policy_admin`` permission and are made in the caller's name; reads
-need ``read`` (the policy is the same for every tenant); the audit trail needs ``audit``.
+The policy is the same for every tenant, so whatever changes it (``policy_admin``) or
+reads its audit trail (``audit``, events of the system chain) takes a key of every tenant
+(``*``); writes are made in the caller's name. Listings need ``read``; the text of bundles
+and snapshots, which may name any tenant in its rules, needs ``read`` with a key of every
+tenant or an admin or operator key.
 A policy that does not load is a 422 whose ``issues`` are the loader's own, each with
 file (the bundle id), line, column, rule and field.
 """
@@ -14,13 +17,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from cordum.api.auth import CanRead, require
+from cordum.api.auth import CanRead, record_failure, require
 from cordum.api.body import read_bytes, read_object
 from cordum.api.deps import plane_of
 from cordum.api.errors import ApiError, invalid, not_found
 from cordum.api.routes_audit import event_view
 from cordum.api.views import iso
-from cordum.models.keys import Permission, Principal
+from cordum.models.keys import Permission, Principal, Role
 from cordum.models.policy_records import PolicyBundleRecord, PolicySnapshotRecord
 from cordum.policy import PolicyLoadError
 from cordum.policy.source import decode_policy_bytes
@@ -35,8 +38,29 @@ from cordum.services.policy_admin import (
 
 router = APIRouter(prefix="/api/v1/policy", tags=["policy"])
 
-CanAdminPolicy = Annotated[Principal, Depends(require(Permission.POLICY_ADMIN))]
-CanAudit = Annotated[Principal, Depends(require(Permission.AUDIT))]
+CanAdminPolicy = Annotated[Principal, Depends(require(Permission.POLICY_ADMIN, every_tenant=True))]
+CanAuditSystem = Annotated[Principal, Depends(require(Permission.AUDIT, every_tenant=True))]
+TEXT_READERS = frozenset({Role.ADMIN, Role.OPERATOR})
+"""Roles that may read the policy's text with a key of some tenants only."""
+
+
+async def _may_read_text(request: Request, principal: CanRead) -> Principal:
+    """``read``, and a key of every tenant or an admin or operator key: the rules may name
+    any tenant, which a viewer or agent of one tenant has no business learning."""
+    if principal.all_tenants or principal.role in TEXT_READERS:
+        return principal
+    await record_failure(request, principal, "forbidden", "read policy text")
+    raise ApiError(
+        403,
+        "forbidden",
+        f"role {principal.role.value} of some tenants may not read the policy's text (its"
+        " rules may name any tenant); use an admin or operator key, or a key of every tenant",
+        role=principal.role.value,
+        permission=Permission.READ.value,
+    )
+
+
+CanReadText = Annotated[Principal, Depends(_may_read_text)]
 
 MAX_MESSAGE = 2000
 YAML_TYPES = frozenset(
@@ -158,7 +182,7 @@ async def list_bundles(request: Request, _: CanRead) -> dict[str, Any]:
 
 
 @router.get("/bundles/{bundle_id:path}")
-async def get_bundle(request: Request, bundle_id: str, _: CanRead) -> dict[str, Any]:
+async def get_bundle(request: Request, bundle_id: str, _: CanReadText) -> dict[str, Any]:
     """One draft bundle with its YAML text."""
     try:
         bundle = await plane_of(request).policy_admin.get_bundle(bundle_id)
@@ -269,7 +293,7 @@ async def list_snapshots(request: Request, _: CanRead) -> dict[str, Any]:
 
 
 @router.get("/snapshots/{ref:path}")
-async def get_snapshot(request: Request, ref: str, _: CanRead) -> dict[str, Any]:
+async def get_snapshot(request: Request, ref: str, _: CanReadText) -> dict[str, Any]:
     """One snapshot, by version or snapshot id, with the text of each of its bundles."""
     admin = plane_of(request).policy_admin
     try:
@@ -307,7 +331,7 @@ async def rollback(request: Request, principal: CanAdminPolicy) -> dict[str, Any
 @router.get("/audit")
 async def policy_audit(
     request: Request,
-    _: CanAudit,
+    _: CanAuditSystem,
     cursor: int = Query(0, ge=0, description="The `next_cursor` of the previous page."),
     limit: int = Query(100, ge=1, le=1000),
 ) -> dict[str, Any]:

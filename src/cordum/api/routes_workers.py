@@ -7,7 +7,11 @@ is handed over.
 Workers are shared infrastructure, not objects of a tenant: any key that may read sees
 the list. A worker belongs to the key that registered it, and only that key may act as
 it (heartbeat, poll, socket, reports); anyone else gets the answer an unknown worker
-gets. Draining or removing another key's worker takes an operator key of every tenant.
+gets. It is sent jobs of that key's tenants only, whatever pool and topics it claims
+(a key of every tenant: any job). Draining or removing another key's worker takes an
+operator key of every tenant. A revoked key stops its workers: HTTP requests are
+authenticated one by one, a WebSocket is closed (4401) at its next frame or within
+:data:`KEY_RECHECK_S` seconds, and revoking a key removes its workers at once.
 """
 
 from __future__ import annotations
@@ -23,7 +27,15 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import HTTPConnection
 
-from cordum.api.auth import Authenticated, CanRead, CanWork, authorize, forbid
+from cordum.api.auth import (
+    Authenticated,
+    CanRead,
+    CanWork,
+    authorize,
+    forbid,
+    presented_key,
+    record_failure,
+)
 from cordum.api.body import read_object
 from cordum.api.deps import plane_of
 from cordum.api.errors import ApiError, invalid
@@ -113,11 +125,16 @@ async def _own_worker(connection: HTTPConnection, principal: Principal, worker_i
     """404 ``unknown_worker`` unless the worker is registered by the caller's key.
 
     Someone else's worker gets the very answer an unknown one does: a worker id is no
-    secret, but acting as another key's worker would mean taking its jobs.
+    secret, but acting as another key's worker would mean taking its jobs. That attempt
+    is an ``auth.failure``; an unknown id is not (a worker the server forgot is told to
+    register again this way).
     """
     plane = plane_of(connection)
     record = await plane.workers.find(worker_id)
-    if record is None or not _acts_as(plane, principal, record):
+    if record is not None and not _acts_as(plane, principal, record):
+        await record_failure(connection, principal, "not_visible", f"worker {worker_id}")
+        record = None
+    if record is None:
         raise _unknown(UnknownWorkerError(worker_id))
 
 
@@ -125,9 +142,13 @@ async def _reported_job(
     request: Request, principal: Principal, worker_id: str, job_id: str
 ) -> JobRecord:
     """The job a report is about; 404 when there is none, or when it is neither this
-    worker's job nor in a tenant of the key (so job states never leak across tenants)."""
+    worker's job nor in a tenant of the key (so job states never leak across tenants;
+    the latter is an ``auth.failure``)."""
     job = await plane_of(request).store.get_job(job_id)
-    if job is None or (job.worker_id != worker_id and not principal.sees(job.tenant_id)):
+    if job is not None and job.worker_id != worker_id and not principal.sees(job.tenant_id):
+        await record_failure(request, principal, "not_visible", f"job {job_id}")
+        job = None
+    if job is None:
         raise ApiError(404, "job_not_found", f"no job with id {job_id!r}")
     return job
 
@@ -136,8 +157,9 @@ async def _reported_job(
 async def list_workers(request: Request, principal: CanRead) -> dict[str, Any]:
     """Every registered worker, whether it is live, and its current load.
 
-    ``owner_key`` (the key that registered it) is shown to that key and to keys of every
-    tenant only: another tenant's key ids are none of the caller's business.
+    ``owner_key`` (the key that registered it) and ``tenants`` (whose jobs it is sent,
+    ``["*"]`` for all) are shown to that key and to keys of every tenant only (null for
+    others): another tenant's key ids and names are none of the caller's business.
     """
     plane = plane_of(request)
     directory = plane.directory
@@ -150,7 +172,7 @@ async def list_workers(request: Request, principal: CanRead) -> dict[str, Any]:
             active=len(live.active) if live else 0,
         )
         if not principal.all_tenants and worker.owner_key != principal.key_id:
-            view["owner_key"] = None
+            view["owner_key"] = view["tenants"] = None
         views.append(view)
     return {"workers": views}
 
@@ -163,6 +185,7 @@ async def register_worker(request: Request, principal: CanWork) -> dict[str, Any
     if body.worker_id is not None:
         existing = await plane.workers.find(body.worker_id)
         if existing is not None and not _acts_as(plane, principal, existing):
+            await record_failure(request, principal, "worker_id_taken", f"worker {body.worker_id}")
             raise ApiError(
                 403,
                 "worker_id_taken",
@@ -178,6 +201,7 @@ async def register_worker(request: Request, principal: CanWork) -> dict[str, Any
             worker_id=body.worker_id,
             labels=body.labels,
             owner_key=principal.key_id,
+            tenants=None if principal.all_tenants else principal.tenants,
         )
     except InvalidWorkerError as exc:
         raise ApiError(422, "invalid_worker", str(exc)) from None
@@ -304,6 +328,9 @@ async def worker_socket(websocket: WebSocket, worker_id: str) -> None:
 
     Refusals close the socket with 4000 + the HTTP status the same request would get
     (4401 no or bad key, 4403 not a worker key, 4404 unknown or someone else's worker).
+    The key is checked again before every frame and every :data:`KEY_RECHECK_S` seconds:
+    once it is revoked the socket is closed with 4401 (as the next HTTP request would be
+    refused). Removing the worker closes it with 4404.
     """
     plane: ControlPlane = websocket.app.state.plane
     await websocket.accept()
@@ -316,24 +343,87 @@ async def worker_socket(websocket: WebSocket, worker_id: str) -> None:
     if worker_id not in plane.directory.workers:
         await websocket.close(code=4404, reason="unknown worker; register it first")
         return
+    key = presented_key(websocket)
     connection = await plane.connections.connect(worker_id)
-    pusher = asyncio.create_task(_push(websocket, connection))
+    tasks = [
+        asyncio.create_task(_read(websocket, plane, worker_id, key)),
+        asyncio.create_task(_push(websocket, connection)),
+    ]
+    if plane.settings.auth:
+        tasks.append(asyncio.create_task(_watch_key(plane, key)))
+    close: tuple[int, str] | None = None
     try:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            if message.get("text") is None:
-                await websocket.close(code=1003, reason="send JSON text frames")
-                break
-            await _on_frame(plane, worker_id, message["text"])
-    except WebSocketDisconnect:
-        pass
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        close = _ending(worker_id, done.pop())
     finally:
-        pusher.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await pusher
-        await plane.connections.disconnect(worker_id)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if plane.connections.connections.get(worker_id) is connection:
+            await plane.connections.disconnect(worker_id)
+    if close is None:
+        return  # the worker hung up
+    if close[0] != 4401 and await _revoked(plane, key):
+        close = REVOKED  # the worker was removed because its key was revoked
+    if close[0] == 4401:
+        await record_failure(websocket, principal, "unauthenticated", "a revoked API key")
+        # The key can no longer act as its worker: stop dispatching to it now rather
+        # than when it counts as lost.
+        with contextlib.suppress(UnknownWorkerError):
+            await plane.workers.deregister(worker_id)
+    with contextlib.suppress(Exception):  # it may be gone already
+        await websocket.close(code=close[0], reason=close[1])
+
+
+KEY_RECHECK_S = 5.0
+"""How often a worker's WebSocket checks that its key is still valid (frames check too)."""
+REVOKED = (4401, "the API key was revoked")
+REMOVED = (4404, "the worker was removed; register it again")
+UNSUPPORTED = (1003, "send JSON text frames")
+
+
+def _ending(worker_id: str, task: asyncio.Task[tuple[int, str] | None]) -> tuple[int, str] | None:
+    """How a socket ends after ``task``, the first of its tasks to end: a close code and
+    reason, or None when the worker hung up."""
+    try:
+        return task.result()
+    except (WebSocketDisconnect, OSError):  # the worker hung up while we sent
+        return None
+    except Exception:
+        log.exception("the socket of worker %s failed; closing it", worker_id)
+        return (1011, "internal error")
+
+
+async def _revoked(plane: ControlPlane, key: str | None) -> bool:
+    """Whether the socket's key stopped being valid (never, with auth off)."""
+    if not plane.settings.auth:
+        return False
+    return key is None or await plane.keys.principal_for(key) is None
+
+
+async def _watch_key(plane: ControlPlane, key: str | None) -> tuple[int, str]:
+    """Ends when the key is revoked, checking every :data:`KEY_RECHECK_S` seconds."""
+    while True:
+        await asyncio.sleep(KEY_RECHECK_S)
+        if await _revoked(plane, key):
+            return REVOKED
+
+
+async def _read(
+    websocket: WebSocket, plane: ControlPlane, worker_id: str, key: str | None
+) -> tuple[int, str] | None:
+    """Take in the worker's frames, each only while its key is valid."""
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return None
+        if await _revoked(plane, key):
+            return REVOKED
+        if message.get("text") is None:
+            return UNSUPPORTED
+        await _on_frame(plane, worker_id, message["text"])
 
 
 def _close_reason(message: str) -> str:
@@ -344,14 +434,17 @@ def _close_reason(message: str) -> str:
     return data[: MAX_CLOSE_REASON - 3].decode(errors="ignore") + "..."
 
 
-async def _push(websocket: WebSocket, connection: Connection) -> None:
-    while True:
+async def _push(websocket: WebSocket, connection: Connection) -> tuple[int, str]:
+    """Send what the worker's inbox receives; ends when the connection is closed (the
+    worker was removed), which :meth:`Connection.take` would otherwise answer at once."""
+    while not connection.closed.is_set():
         for item in await connection.take(1_000, 3600):
             if isinstance(item, str):
                 await websocket.send_text(json.dumps({"type": "cancel", "job_id": item}))
             else:
                 frame = {"type": "job", "job": item.model_dump(mode="json")}
                 await websocket.send_text(json.dumps(frame))
+    return REMOVED
 
 
 async def _on_frame(plane: ControlPlane, worker_id: str, frame: str) -> None:

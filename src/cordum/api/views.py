@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cordum.models.approval import ApprovalRecord
-from cordum.models.keys import ApiKeyRecord
+from cordum.models.keys import ALL_TENANTS, ApiKeyRecord
 from cordum.models.pipeline import DecisionEntry, DLQEntry, JobEvent, JobRecord, WorkerRecord
 
 
@@ -96,6 +96,7 @@ def worker_view(worker: WorkerRecord, *, live: bool, active: int) -> dict[str, A
         last_heartbeat=iso(worker.last_heartbeat),
         live=live,
         active_jobs=active,
+        tenants=[ALL_TENANTS] if worker.tenants is None else list(worker.tenants),
     )
     return data
 

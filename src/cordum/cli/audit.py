@@ -15,7 +15,12 @@ from cordum.cli.output import EXIT_FAILED, EXIT_USAGE, console, err_console, pri
 from cordum.cli.remote import JsonOpt, UrlOpt, _call, _client
 from cordum.models.audit import VerifyReport
 from cordum.services.audit import key_id_of
-from cordum.services.audit_trail import ExportFormatError, read_export, verify_export
+from cordum.services.audit_trail import (
+    ExportFormatError,
+    hmac_key_bytes,
+    read_export,
+    verify_export,
+)
 
 audit_app = typer.Typer(help="Verify and export the tamper-evident audit chain.")
 
@@ -86,20 +91,12 @@ def _verify_file(
     except (ExportFormatError, UnicodeDecodeError) as exc:
         _usage(json_output, str(exc))
     text = hmac_key or os.environ.get("CORDUM_AUDIT_HMAC_KEY") or None
-    key = None if text is None else _hmac_bytes(text)
+    key = hmac_key_bytes(text)
     try:
         return verify_export(chain, hmac_key=key, trusted_keys=trusted)
     except ValueError as exc:
         _usage(json_output, f"{file}: {exc} (--hmac-key or $CORDUM_AUDIT_HMAC_KEY)")
     raise AssertionError("unreachable")
-
-
-def _hmac_bytes(text: str) -> bytes:
-    """Same reading as the server's CORDUM_AUDIT_HMAC_KEY: hex if it is hex, else UTF-8."""
-    try:
-        return bytes.fromhex(text)
-    except ValueError:
-        return text.encode()
 
 
 @contextmanager

@@ -174,6 +174,7 @@ def _offline(data_dir: Path, json_output: bool, action: Action[T]) -> T:
     """Run ``action`` with a key service on the store in ``data_dir`` (server stopped)."""
     # Imported here: the API mode above needs none of the server side.
     from cordum.config import Settings, SettingsError
+    from cordum.ports.sqlite_audit import AuditKeyMismatchError
     from cordum.ports.sqlite_store import StoreLockedError
     from cordum.wiring import open_store
 
@@ -197,6 +198,8 @@ def _offline(data_dir: Path, json_output: bool, action: Action[T]) -> T:
             " or stop the server first",
             EXIT_FAILED,
         )
+    except AuditKeyMismatchError as exc:
+        _fail(json_output, str(exc))
 
     async def run() -> T:
         try:

@@ -8,6 +8,7 @@ clear line and exit code 3, never a traceback.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -252,12 +253,28 @@ def cancel(
 
 def _resolve(job_id: str, approve: bool, reason: str, url: str | None, json_output: bool) -> None:
     with _client(url) as client:
-        action = client.approve if approve else client.reject
-        answer = _call(lambda: action(job_id, reason=reason), json_output)
+        if approve:
+            # Approve exactly what is shown: the server refuses if the request changed.
+            asked = _call(lambda: client.get_approval(job_id), json_output)
+            if not json_output:
+                _print_request(asked)
+            job_hash = asked["approval"]["job_hash"]
+            answer = _call(
+                lambda: client.approve(job_id, reason=reason, job_hash=job_hash), json_output
+            )
+        else:
+            answer = _call(lambda: client.reject(job_id, reason=reason), json_output)
     if json_output:
         print_json(answer)
         return
     console.print(f"{answer['status']}: job {job_id} is now {_state(answer['job']['state'])}")
+
+
+def _print_request(asked: dict[str, Any]) -> None:
+    approval, job = asked["approval"], asked["job"]
+    console.print(f"approving job {job['job_id']}  topic {job['topic']}  tenant {job['tenant_id']}")
+    console.print(f"  asked by: {approval.get('rule_id') or 'default'} — {approval.get('reason')}")
+    console.print(f"  input:    {json.dumps(job.get('input'), ensure_ascii=False)}")
 
 
 def approve(

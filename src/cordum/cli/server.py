@@ -6,6 +6,7 @@ import errno
 import gc
 import logging
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import typer
@@ -17,14 +18,20 @@ from cordum.cli import render
 from cordum.cli.output import EXIT_FAILED, EXIT_USAGE, console, err_console
 from cordum.config import Settings, SettingsError
 from cordum.policy import PolicyLoadError
+from cordum.ports.sqlite_audit import AuditKeyMismatchError
 from cordum.ports.sqlite_store import StoreLockedError
+from cordum.services.audit_trail import SigningKeyError
 from cordum.services.keys import MIN_KEY_LENGTH
+from cordum.services.policy_admin import StartupPolicyError
 from cordum.wiring import ControlPlane, load_policy, policy_source
 
 log = logging.getLogger("cordum")
 
 GC_YOUNG_THRESHOLD = 20_000
 """Allocations between young-generation collections (CPython's default is 700)."""
+
+EXIT_STARTUP_FAILED = 3
+"""The server did not start (what ``uvicorn.run`` exits with then)."""
 
 
 def up(
@@ -78,6 +85,10 @@ def up(
     except StoreLockedError as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(EXIT_FAILED) from None
+    except (SigningKeyError, AuditKeyMismatchError) as exc:
+        # Configuration that does not fit the data: the message names what and what to do.
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(EXIT_USAGE) from None
     from cordum.api import create_app  # keeps `cordum policy` start-up light
 
     async def start_demo(started: ControlPlane) -> None:
@@ -102,19 +113,29 @@ def up(
         # collector still ran every few jobs and cost over a tenth of the CPU.
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
+    async def sync_policy() -> None:
+        # The app's start does this too (a no-op after this one). Done first, an active
+        # snapshot that no longer loads stops here with one line, instead of failing inside
+        # uvicorn's lifespan handling, which prints the traceback around it.
+        try:
+            await plane.policy_admin.sync_at_startup(source)
+        except BaseException:
+            await plane.store.close()
+            raise
+        url = f"http://{settings.host}:{settings.port}"
+        console.print(
+            f"[bold]Cordum[/] is up on [cyan]{url}[/]  (API docs: {url}/docs)\n"
+            f"  store:  {settings.store_path}\n"
+            f"  policy: {source.origin}"
+            f"{'' if source.explicit else ' (unless the store already has an active snapshot)'}\n"
+            f"  demo workers: {'on (job.demo.*)' if settings.demo else 'off'}"
+            f"   fail mode: {settings.fail_mode.value}\n"
+            "Try [bold]cordum demo[/] in another terminal. Ctrl+C stops."
+        )
+
     app = create_app(plane, on_start=start_demo)
-    url = f"http://{settings.host}:{settings.port}"
-    console.print(
-        f"[bold]Cordum[/] is up on [cyan]{url}[/]  (API docs: {url}/docs)\n"
-        f"  store:  {settings.store_path}\n"
-        f"  policy: {source.origin}"
-        f"{'' if source.explicit else ' (unless the store already has an active snapshot)'}\n"
-        f"  demo workers: {'on (job.demo.*)' if settings.demo else 'off'}"
-        f"   fail mode: {settings.fail_mode.value}\n"
-        "Try [bold]cordum demo[/] in another terminal. Ctrl+C stops."
-    )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -122,6 +143,30 @@ def up(
         access_log=False,
         ws_max_size=settings.max_body_bytes,
     )
+    server = _Server(config, before=sync_policy)
+    try:
+        server.run()  # what uvicorn.run(app, ...) does, with sync_policy first
+    except StartupPolicyError as exc:
+        err_console.print(f"[bold red]error:[/] {escape(exc.summary)}")
+        for issue in exc.issues:
+            err_console.print(f"  {escape(issue.format())}")
+        raise typer.Exit(EXIT_USAGE) from None
+    except KeyboardInterrupt:
+        pass
+    if not server.started:
+        raise typer.Exit(EXIT_STARTUP_FAILED)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, running ``before`` on its event loop before it starts serving."""
+
+    def __init__(self, config: uvicorn.Config, before: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(config)
+        self._before = before
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        await self._before()
+        await super().serve(sockets)
 
 
 async def _bootstrap_auth(plane: ControlPlane) -> None:
@@ -153,7 +198,13 @@ async def _bootstrap_auth(plane: ControlPlane) -> None:
         )
         console.rule(style="yellow")
     elif settings.api_key is not None:
-        console.print("  auth:   on; $CORDUM_API_KEY is an admin key")
+        known = await plane.keys.principal_for(settings.api_key)
+        what = (
+            f"the {known.role.value} key {known.key_id}"
+            if known is not None
+            else "not a usable key (see the log)"
+        )
+        console.print(f"  auth:   on; $CORDUM_API_KEY is {what}")
     else:
         console.print("  auth:   on (X-API-Key); `cordum keys list` shows the keys")
 

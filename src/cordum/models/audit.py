@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from json.encoder import encode_basestring as encode_json_string
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -125,6 +126,42 @@ def canonical(value: Mapping[str, Any]) -> str:
 _SCALARS = (str, bool, type(None))
 
 
+def body_frame(
+    *,
+    tenant_id: str,
+    seq: int,
+    kind: str,
+    at_ms: int,
+    actor: str | None,
+    subject: str | None,
+    prev_hash: str,
+) -> tuple[str, str]:
+    """The canonical body of an event before and after its ``data``.
+
+    The sealed fields sort around ``data`` (actor, at_ms | kind, prev_hash, seq, subject,
+    tenant_id), so the canonical body is this prefix, ``canonical(data)``, this suffix.
+    Sealing builds bodies this way and verifying checks stored fields this way, both
+    without encoding or parsing a whole event.
+    """
+    for name, number in (("seq", seq), ("at_ms", at_ms)):
+        if type(number) is not int or not -MAX_SAFE_INTEGER <= number <= MAX_SAFE_INTEGER:
+            raise TypeError(f"an audit event's {name} is an integer, not {number!r}")
+    prefix = f'{{"actor":{_text(actor)},"at_ms":{at_ms},"data":'
+    suffix = (
+        f',"kind":{_text(kind)},"prev_hash":{_text(prev_hash)},"seq":{seq}'
+        f',"subject":{_text(subject)},"tenant_id":{_text(tenant_id)}}}'
+    )
+    return prefix, suffix
+
+
+def _text(value: str | None) -> str:
+    if value is None:
+        return "null"
+    if type(value) is not str:
+        raise TypeError(f"audit event fields hold text, not {type(value).__name__}")
+    return encode_json_string(value)
+
+
 def _plain(value: Mapping[str, Any]) -> bool:
     """Whether ``value`` holds only ASCII keys, strings, booleans, null, safe ints, dicts."""
     for key, item in value.items():
@@ -169,6 +206,13 @@ class ChainHasher:
         self._key = key
 
     @property
+    def fingerprint(self) -> str:
+        """Names the key without revealing it, so a store can tell it is sealed by another."""
+        if self._key is None:
+            return ""
+        return hashlib.sha256(b"cordum-audit-key:" + self._key).hexdigest()[:16]
+
+    @property
     def algorithm(self) -> str:
         """``sha256`` or ``hmac-sha256``: what a verifier needs to know (never the key)."""
         return "sha256" if self._key is None else "hmac-sha256"
@@ -182,7 +226,16 @@ class ChainHasher:
 
     def seal_fields(self, fields: Mapping[str, Any]) -> tuple[str, str]:
         """The canonical body of ``fields`` (the :data:`SEALED_FIELDS`) and its hash."""
-        body = canonical(fields)
+        prefix, suffix = body_frame(
+            tenant_id=fields["tenant_id"],
+            seq=fields["seq"],
+            kind=fields["kind"],
+            at_ms=fields["at_ms"],
+            actor=fields["actor"],
+            subject=fields["subject"],
+            prev_hash=fields["prev_hash"],
+        )
+        body = prefix + canonical(fields["data"]) + suffix
         return body, self.digest(fields["prev_hash"], body)
 
     def seal(

@@ -14,10 +14,13 @@ RESERVED_TENANT_PREFIX = "_"
 
 
 class Role(StrEnum):
-    """What a key may do. Each role may do what the ones after it in this list may, roughly.
+    """What a key may do (the exact sets are :data:`ROLE_PERMISSIONS`).
 
     ``admin`` everything; ``operator`` runs the system and approves; ``viewer`` reads;
-    ``agent`` submits jobs and reads its own, never approves; ``worker`` executes jobs.
+    ``agent`` submits jobs and reads its own, never approves; ``worker`` executes jobs and
+    nothing else. They do not form a ladder: ``operator`` may do all that ``viewer`` and
+    ``agent`` may, but those two differ (a viewer audits, an agent submits), and ``worker``
+    stands apart: only it and ``admin`` may ``work``, and it may do nothing else.
     """
 
     ADMIN = "admin"

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cordum.models.decision import Decision
 from cordum.models.job import Job
+from cordum.models.keys import ALL_TENANTS
 from cordum.models.state import JobState
 
 DEFAULT_TENANT = "default"
@@ -199,6 +200,15 @@ class WorkerRecord(BaseModel):
         description="Id of the API key that registered it: only that key may act as it"
         " (None: registered in-process or with auth off).",
     )
+    tenants: tuple[str, ...] | None = Field(
+        default=None,
+        description="Tenants whose jobs it may be sent: those of the key that registered it"
+        " (None: every tenant, for a key of every tenant, in-process workers, or auth off).",
+    )
+
+    def serves(self, tenant_id: str) -> bool:
+        """Whether a job of ``tenant_id`` may be dispatched to this worker."""
+        return self.tenants is None or ALL_TENANTS in self.tenants or tenant_id in self.tenants
 
 
 class JobAssignment(BaseModel):

@@ -30,6 +30,11 @@ CREATE TABLE IF NOT EXISTS audit_events (
     PRIMARY KEY (tenant_id, seq)
 );
 CREATE INDEX IF NOT EXISTS audit_subject ON audit_events (tenant_id, subject, seq);
+CREATE TABLE IF NOT EXISTS audit_sealing (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    algorithm TEXT NOT NULL,
+    fingerprint TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
     tenant_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -39,6 +44,33 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
 """
 
 EVENT_COLUMNS = "tenant_id, seq, kind, at_ms, actor, subject, prev_hash, event_hash, body"
+
+
+class AuditKeyMismatchError(RuntimeError):
+    """The store's chains were sealed with another HMAC key (or none) than the one given."""
+
+
+def check_sealing(db: sqlite3.Connection, hasher: ChainHasher) -> None:
+    """Remember how this store's chains are sealed; refuse to continue them differently.
+
+    Without this, a restart that forgot ``CORDUM_AUDIT_HMAC_KEY`` (or brought another)
+    would seal new events with the wrong key and nothing would notice until a verify
+    reported them all ``modified``.
+    """
+    row = db.execute("SELECT algorithm, fingerprint FROM audit_sealing WHERE one = 1").fetchone()
+    if row is None:
+        db.execute(
+            "INSERT INTO audit_sealing (one, algorithm, fingerprint) VALUES (1, ?, ?)",
+            (hasher.algorithm, hasher.fingerprint),
+        )
+        return
+    if tuple(row) != (hasher.algorithm, hasher.fingerprint):
+        had = "an HMAC key" if row[0] == "hmac-sha256" else "no HMAC key"
+        given = "another key" if hasher.algorithm == "hmac-sha256" else "none"
+        raise AuditKeyMismatchError(
+            f"this store's audit chains are sealed with {had}, but {given} was given;"
+            " set CORDUM_AUDIT_HMAC_KEY to the key the store was created with"
+        )
 
 
 class AuditChains:

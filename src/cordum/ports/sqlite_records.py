@@ -17,7 +17,7 @@ from cordum.models.keys import ApiKeyRecord
 from cordum.models.policy_records import PolicyBundleRecord, PolicySnapshotRecord
 from cordum.models.state import JobState
 from cordum.ports.sqlite_audit import EVENT_COLUMNS, AuditChains, event_from_row
-from cordum.ports.store import ApprovalFilter, ApprovalPage, AuditFilter
+from cordum.ports.store import ApprovalFilter, ApprovalPage, AuditFilter, with_snapshot_version
 
 RECORD_SCHEMA = """
 CREATE TABLE IF NOT EXISTS approvals (
@@ -186,7 +186,10 @@ class RecordTables:
         return bool(deleted)
 
     async def add_policy_snapshot(
-        self, snapshot: PolicySnapshotRecord, audit: Sequence[AuditDraft] = ()
+        self,
+        snapshot: PolicySnapshotRecord,
+        audit: Sequence[AuditDraft] = (),
+        bundles: Sequence[PolicyBundleRecord] | None = None,
     ) -> PolicySnapshotRecord:
         """See :meth:`cordum.ports.store.Store.add_policy_snapshot`."""
         async with self._tx() as db:
@@ -199,11 +202,16 @@ class RecordTables:
                 (stored.version, stored.model_dump_json()),
             )
             self._set_active(db, stored.version)
-            self._write_audit(db, audit)
+            if bundles is not None:
+                self._replace_bundles(db, bundles)
+            self._write_audit(db, with_snapshot_version(audit, stored.version))
         return stored
 
     async def activate_policy_snapshot(
-        self, version: int, audit: Sequence[AuditDraft] = ()
+        self,
+        version: int,
+        audit: Sequence[AuditDraft] = (),
+        bundles: Sequence[PolicyBundleRecord] | None = None,
     ) -> PolicySnapshotRecord:
         """See :meth:`cordum.ports.store.Store.activate_policy_snapshot`."""
         snapshot = await self.get_policy_snapshot(version)
@@ -211,12 +219,24 @@ class RecordTables:
             raise LookupError(f"no policy snapshot with version {version}")
         async with self._tx() as db:
             self._set_active(db, version)
+            if bundles is not None:
+                self._replace_bundles(db, bundles)
             self._write_audit(db, audit)
         return snapshot
 
     @staticmethod
     def _set_active(db: sqlite3.Connection, version: int) -> None:
         db.execute("INSERT OR REPLACE INTO policy_active (one, version) VALUES (1, ?)", (version,))
+
+    @staticmethod
+    def _replace_bundles(db: sqlite3.Connection, bundles: Sequence[PolicyBundleRecord]) -> None:
+        """Make the drafts exactly ``bundles``, inside the caller's transaction."""
+        db.execute("DELETE FROM policy_bundles")
+        for bundle in bundles:
+            db.execute(
+                "INSERT OR REPLACE INTO policy_bundles (bundle_id, data) VALUES (?, ?)",
+                (bundle.bundle_id, bundle.model_dump_json()),
+            )
 
     async def list_policy_snapshots(self) -> list[PolicySnapshotRecord]:
         """See :meth:`cordum.ports.store.Store.list_policy_snapshots`."""

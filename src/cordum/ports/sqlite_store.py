@@ -45,7 +45,12 @@ from cordum.models.pipeline import (
     WorkerRecord,
 )
 from cordum.models.state import IllegalTransitionError, JobState, can_transition
-from cordum.ports.sqlite_audit import AUDIT_SCHEMA, AuditChains
+from cordum.ports.sqlite_audit import (
+    AUDIT_SCHEMA,
+    AuditChains,
+    AuditKeyMismatchError,
+    check_sealing,
+)
 from cordum.ports.sqlite_records import RECORD_SCHEMA, RecordTables, cursor_value
 from cordum.ports.store import (
     ConflictError,
@@ -132,6 +137,13 @@ class SqliteStore(RecordTables):
         _add_missing_columns(self._db)
         self._db.executescript(SCHEMA + AUDIT_SCHEMA + RECORD_SCHEMA)
         self._audit = AuditChains(hasher or ChainHasher())
+        try:
+            check_sealing(self._db, self._audit.hasher)
+        except AuditKeyMismatchError:
+            self._db.close()
+            if self._lock_file is not None:
+                self._lock_file.close()
+            raise
         self._cache: OrderedDict[str, JobRecord] = OrderedDict()
         self._batch: asyncio.Future[None] | None = None
         self._stop_checkpoints = threading.Event()
@@ -426,6 +438,14 @@ class SqliteStore(RecordTables):
         async with self._tx() as db:
             deleted = db.execute("DELETE FROM dlq WHERE job_id=?", (job_id,)).rowcount
         return bool(deleted)
+
+    async def put_dlq(self, entry: DLQEntry) -> None:
+        """See :meth:`cordum.ports.store.Store.put_dlq`."""
+        async with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO dlq (job_id, data) VALUES (?, ?)",
+                (entry.job_id, entry.model_dump_json()),
+            )
 
     async def count_dlq(self) -> int:
         """See :meth:`cordum.ports.store.Store.count_dlq`."""

@@ -14,8 +14,8 @@ other events (policy, keys, auth failures) come in as :class:`AuditDraft` s.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, Protocol
 
 from cordum.models.approval import ApprovalRecord, ApprovalStatus
 from cordum.models.audit import AuditCheckpoint, AuditDraft, AuditEvent, AuditRow
@@ -135,6 +135,43 @@ class AuditFilter:
     until_ms: int | None = None
 
 
+class _AssignedVersion:
+    """The type of :data:`SNAPSHOT_VERSION` (one instance, compared by identity)."""
+
+    def __repr__(self) -> str:
+        return "SNAPSHOT_VERSION"
+
+
+SNAPSHOT_VERSION: Final = _AssignedVersion()
+"""Stands for the version a snapshot is about to be given, in audit drafts' ``data``.
+
+The number is assigned inside :meth:`Store.add_policy_snapshot`'s transaction, so the
+caller cannot know it when it builds the ``policy.publish`` event; it puts this value
+where the number belongs (a top-level value of ``data``) and the store replaces it,
+in the same write (see :func:`with_snapshot_version`). Left in place, it cannot be
+sealed: a store that forgot it fails the write instead of recording no version.
+"""
+
+
+def with_snapshot_version(drafts: Sequence[AuditDraft], version: int) -> list[AuditDraft]:
+    """``drafts`` with every :data:`SNAPSHOT_VERSION` value of their data set to ``version``.
+
+    For adapters, in :meth:`Store.add_policy_snapshot`.
+    """
+    return [
+        replace(
+            draft,
+            data={
+                key: version if value is SNAPSHOT_VERSION else value
+                for key, value in draft.data.items()
+            },
+        )
+        if any(value is SNAPSHOT_VERSION for value in draft.data.values())
+        else draft
+        for draft in drafts
+    ]
+
+
 class Store(Protocol):
     """Durable state of the control plane."""
 
@@ -248,7 +285,17 @@ class Store(Protocol):
         ...
 
     async def delete_dlq(self, job_id: str) -> bool:
-        """Remove a DLQ entry; False when there was none."""
+        """Remove a DLQ entry; False when there was none.
+
+        Atomic: of concurrent callers for one entry, exactly one gets True (so it can
+        claim the entry, e.g. for a retry).
+        """
+        ...
+
+    async def put_dlq(self, entry: DLQEntry) -> None:
+        """Write back an entry :meth:`delete_dlq` took (for a retry that then could not
+        submit); it lists as the newest. A failing job's entry comes with its
+        :meth:`transition`, not this way."""
         ...
 
     async def count_dlq(self) -> int:
@@ -300,15 +347,30 @@ class Store(Protocol):
         ...
 
     async def add_policy_snapshot(
-        self, snapshot: PolicySnapshotRecord, audit: Sequence[AuditDraft] = ()
+        self,
+        snapshot: PolicySnapshotRecord,
+        audit: Sequence[AuditDraft] = (),
+        bundles: Sequence[PolicyBundleRecord] | None = None,
     ) -> PolicySnapshotRecord:
-        """Store a published snapshot under the next version number and make it active."""
+        """Store a published snapshot under the next version number and make it active.
+
+        :data:`SNAPSHOT_VERSION` in the data of ``audit`` becomes that number. ``bundles``,
+        when given, replace every bundle (ids absent from them are deleted), in the same
+        transaction as the snapshot and the events: all of it is written or none.
+        """
         ...
 
     async def activate_policy_snapshot(
-        self, version: int, audit: Sequence[AuditDraft] = ()
+        self,
+        version: int,
+        audit: Sequence[AuditDraft] = (),
+        bundles: Sequence[PolicyBundleRecord] | None = None,
     ) -> PolicySnapshotRecord:
-        """Make an existing snapshot the active one; :class:`LookupError` when unknown."""
+        """Make an existing snapshot the active one; :class:`LookupError` when unknown.
+
+        ``bundles``, when given, replace every bundle in the same transaction, as in
+        :meth:`add_policy_snapshot` (a rollback resets the drafts to the snapshot's).
+        """
         ...
 
     async def list_policy_snapshots(self) -> list[PolicySnapshotRecord]:

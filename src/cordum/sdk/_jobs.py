@@ -131,9 +131,20 @@ def cancel_call(job_id: str) -> Call:
     return Call("POST", path("jobs", job_id, "cancel"), json={})
 
 
-def resolve_call(job_id: str, verb: str, reason: str, note: str) -> Call:
-    """``POST /approvals/{id}/approve`` or ``.../reject``."""
-    return Call("POST", path("approvals", job_id, verb), json={"reason": reason, "note": note})
+def resolve_call(
+    job_id: str, verb: str, reason: str, note: str, job_hash: str | None = None
+) -> Call:
+    """``POST /approvals/{id}/approve`` or ``.../reject``; ``job_hash`` binds the answer
+    to the request that was reviewed."""
+    body: dict[str, str] = {"reason": reason, "note": note}
+    if job_hash is not None:
+        body["job_hash"] = job_hash
+    return Call("POST", path("approvals", job_id, verb), json=body)
+
+
+def approval_call(job_id: str) -> Call:
+    """``GET /approvals/{id}``: the approval and the job it is about."""
+    return Call("GET", path("approvals", job_id))
 
 
 def remediate_call(job_id: str, remediation_id: str) -> Call:

@@ -126,10 +126,21 @@ class AsyncClient:
         job: dict[str, Any] = await self._call(_jobs.cancel_call(job_id))
         return job
 
-    async def approve(self, job_id: str, reason: str = "", note: str = "") -> dict[str, Any]:
-        """Approve a job waiting for a human; it then goes through policy again."""
+    async def get_approval(self, job_id: str) -> dict[str, Any]:
+        """``{approval, job}``: what a human is asked to approve, with its ``job_hash``."""
+        answer: dict[str, Any] = await self._call(_jobs.approval_call(job_id))
+        return answer
+
+    async def approve(
+        self, job_id: str, reason: str = "", note: str = "", job_hash: str | None = None
+    ) -> dict[str, Any]:
+        """Approve a job waiting for a human; it then goes through policy again.
+
+        Pass the ``job_hash`` of the approval you reviewed: if the request is not that
+        one any more, the server refuses (409 ``approval_stale_request``).
+        """
         answer: dict[str, Any] = await self._call(
-            _jobs.resolve_call(job_id, "approve", reason, note)
+            _jobs.resolve_call(job_id, "approve", reason, note, job_hash)
         )
         return answer
 
@@ -331,9 +342,18 @@ class Client:
         job: dict[str, Any] = self._call(_jobs.cancel_call(job_id))
         return job
 
-    def approve(self, job_id: str, reason: str = "", note: str = "") -> dict[str, Any]:
+    def get_approval(self, job_id: str) -> dict[str, Any]:
+        """See :meth:`AsyncClient.get_approval`."""
+        answer: dict[str, Any] = self._call(_jobs.approval_call(job_id))
+        return answer
+
+    def approve(
+        self, job_id: str, reason: str = "", note: str = "", job_hash: str | None = None
+    ) -> dict[str, Any]:
         """See :meth:`AsyncClient.approve`."""
-        answer: dict[str, Any] = self._call(_jobs.resolve_call(job_id, "approve", reason, note))
+        answer: dict[str, Any] = self._call(
+            _jobs.resolve_call(job_id, "approve", reason, note, job_hash)
+        )
         return answer
 
     def reject(self, job_id: str, reason: str = "", note: str = "") -> dict[str, Any]:

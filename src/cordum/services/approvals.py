@@ -30,10 +30,18 @@ from cordum.models.approval import ApprovalRecord, ApprovalStatus
 from cordum.models.keys import Principal
 from cordum.models.pipeline import Approval, DecisionEntry, Gate, JobError, JobRecord
 from cordum.models.state import JobState
-from cordum.ports import ApprovalFilter, Bus, ConflictError, JobNotFoundError, Store
+from cordum.ports import (
+    ApprovalFilter,
+    Bus,
+    ConflictError,
+    JobNotFoundError,
+    Store,
+    TransitionOutcome,
+)
 from cordum.services import subjects
-from cordum.services.kernel import Kernel
+from cordum.services.kernel import Kernel, KernelUnavailableError
 from cordum.services.metrics import Metrics
+from cordum.services.safety import SafetyClient, SafetyUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +163,7 @@ class Approvals:
         kernel: Kernel,
         metrics: Metrics,
         *,
+        recheck: SafetyClient,
         default_ttl_s: float,
         sweep_interval_s: float = 0.5,
         listener: ApprovalListener | None = None,
@@ -162,6 +171,7 @@ class Approvals:
         self.store = store
         self.bus = bus
         self.kernel = kernel
+        self.safety = recheck
         self.metrics = metrics
         self.default_ttl_s = default_ttl_s
         self.sweep_interval_s = sweep_interval_s
@@ -201,14 +211,14 @@ class Approvals:
         approval = await self.store.get_approval(job_id)
         if approval is None:
             raise ApprovalNotFoundError(f"job {job_id} never needed an approval")
-        if approval.status.resolved:
-            return self._repeat(approval, job, approve)
         if approve and _is_requester(principal, approval):
             raise SelfApprovalError(
                 f"{principal.name} submitted job {job_id} and cannot approve it;"
                 " another operator must",
                 approval,
             )
+        if approval.status.resolved:
+            return self._repeat(approval, job, approve)
         now = time.time()
         if approval.expires_at is not None and now >= approval.expires_at:
             expired = await self.expire(approval)
@@ -218,7 +228,7 @@ class Approvals:
         self._check_request(job, approval, reviewed_hash)
         snapshot = self.kernel.snapshot_id()
         if approve and snapshot != approval.policy_snapshot:
-            await self._recheck(job, approval, principal, snapshot)
+            snapshot = await self._recheck(job, approval, principal)
         settled = approval.model_copy(
             update={
                 "status": ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED,
@@ -256,13 +266,20 @@ class Approvals:
                 approval,
             )
 
-    async def _recheck(
-        self, job: JobRecord, approval: ApprovalRecord, principal: Principal, snapshot: str
-    ) -> None:
-        """Under a policy published since the request, a job now denied is DENIED."""
-        record = await self.kernel.recheck(job.spec)
+    async def _recheck(self, job: JobRecord, approval: ApprovalRecord, principal: Principal) -> str:
+        """Decide the job under the policy published since the request, through gate B's
+        client (timeout, breaker). Returns the snapshot that decided; a job it now denies
+        is DENIED. Fails closed: without an answer from the kernel nothing is approved."""
+        try:
+            verdict = await self.safety.check(job.spec)
+        except SafetyUnavailableError as exc:
+            raise KernelUnavailableError(str(exc)) from None
+        if verdict.bypassed:
+            raise KernelUnavailableError("the kernel is unavailable (fail-open does not approve)")
+        record = verdict.record
+        snapshot = record.policy_snapshot or self.kernel.snapshot_id()
         if record.decision is not Decision.DENY:
-            return
+            return snapshot
         now = time.time()
         why = (
             f"the policy changed since approval was requested ({approval.policy_snapshot} ->"
@@ -284,9 +301,10 @@ class Approvals:
                 "resolved_key": principal.key_id,
                 "resolved_at": now,
                 "resolution_reason": why,
-                "resolved_snapshot": record.policy_snapshot or snapshot,
+                "resolved_snapshot": snapshot,
             }
         )
+        outcome: TransitionOutcome | None
         try:
             outcome = await self.store.transition(
                 job.id,
@@ -298,10 +316,13 @@ class Approvals:
                 approval=invalidated,
             )
         except ConflictError:
+            outcome = None
+        if outcome is None or not outcome.changed:
+            # Someone answered while the kernel was asked: theirs is the resolution.
             current = await self.store.get_approval(job.id)
             raise ApprovalResolvedError(
                 f"the approval of job {job.id} was resolved meanwhile", current
-            ) from None
+            )
         self.metrics.finished.labels(JobState.DENIED.value).inc()
         self._resolved(invalidated, outcome.job)
         raise StaleSnapshotError(why, invalidated)

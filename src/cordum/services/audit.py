@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from json.encoder import encode_basestring as encode_json_string
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -33,6 +32,7 @@ from cordum.models.audit import (
     ChainHasher,
     TamperKind,
     VerifyReport,
+    body_frame,
     canonical,
 )
 
@@ -111,7 +111,7 @@ def verify_chain(
     (the chain ends before a genuine checkpoint says it had reached).
     """
     events = list(events)
-    hash_at = _intact_prefix(events, hasher)
+    hash_at = _intact_prefix(tenant_id, events, hasher)
     if len(hash_at) == len(events):
         return _check_checkpoints(tenant_id, len(events), hash_at, checkpoints, public_keys)
     # Something is off: the careful pass says what, and where, from the first doubtful event.
@@ -121,6 +121,9 @@ def verify_chain(
     prev = hash_at[expected - 1] if hash_at else GENESIS_HASH
     for event in events[expected - 1 :]:
         broken = _check_event(event, hasher, expected, prev, known_hashes, listed)
+        if broken is None and event.tenant_id != tenant_id:
+            detail = f"event {event.seq} belongs to chain {event.tenant_id!r}, not {tenant_id!r}"
+            broken = TamperKind.MODIFIED, event.seq, detail
         if broken is not None:
             kind, seq, detail = broken
             return _report(tenant_id, False, expected - 1, kind, seq, detail)
@@ -129,12 +132,19 @@ def verify_chain(
     return _check_checkpoints(tenant_id, expected - 1, hash_at, checkpoints, public_keys)
 
 
-def _intact_prefix(events: list[AuditEvent | AuditRow], hasher: ChainHasher) -> dict[int, str]:
+def _intact_prefix(
+    tenant_id: str, events: list[AuditEvent | AuditRow], hasher: ChainHasher
+) -> dict[int, str]:
     """The hashes of the leading events that are exactly right: the fast, common case."""
     hash_at: dict[int, str] = {}
     expected, prev = 1, GENESIS_HASH
     for event in events:
-        if event.seq != expected or event.prev_hash != prev or not _sealed_as_stored(event):
+        if (
+            event.seq != expected
+            or event.prev_hash != prev
+            or event.tenant_id != tenant_id
+            or not _sealed_as_stored(event)
+        ):
             break
         if hasher.digest(prev, event.body) != event.event_hash:
             break
@@ -152,12 +162,18 @@ def _sealed_as_stored(event: AuditEvent | AuditRow) -> bool:
     compared the same way.
     """
     body = event.body
-    prefix = f'{{"actor":{_json_text(event.actor)},"at_ms":{event.at_ms},"data":'
-    suffix = (
-        f',"kind":{_json_text(event.kind)},"prev_hash":{_json_text(event.prev_hash)}'
-        f',"seq":{event.seq},"subject":{_json_text(event.subject)}'
-        f',"tenant_id":{_json_text(event.tenant_id)}}}'
-    )
+    try:
+        prefix, suffix = body_frame(
+            tenant_id=event.tenant_id,
+            seq=event.seq,
+            kind=event.kind,
+            at_ms=event.at_ms,
+            actor=event.actor,
+            subject=event.subject,
+            prev_hash=event.prev_hash,
+        )
+    except TypeError:
+        return False
     if not (body.startswith(prefix) and body.endswith(suffix)):
         return False
     if isinstance(event, AuditRow):
@@ -166,10 +182,6 @@ def _sealed_as_stored(event: AuditEvent | AuditRow) -> bool:
         return body[len(prefix) : len(body) - len(suffix)] == canonical(event.data)
     except TypeError:
         return False
-
-
-def _json_text(value: str | None) -> str:
-    return "null" if value is None else encode_json_string(value)
 
 
 def _check_checkpoints(

@@ -20,14 +20,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cordum.models.audit import AuditCheckpoint, AuditEvent, AuditRow, ChainHasher, VerifyReport
+from cordum.models.audit import (
+    AuditCheckpoint,
+    AuditEvent,
+    AuditRow,
+    ChainHasher,
+    TamperKind,
+    VerifyReport,
+)
 from cordum.ports import AuditFilter, Store
-from cordum.services.audit import CheckpointSigner, verify_chain
+from cordum.services.audit import CheckpointSigner, checkpoint_is_genuine, verify_chain
 
 log = logging.getLogger(__name__)
 
 READ_BATCH = 20_000
 EXPORT_FORMAT = "cordum-audit/1"
+
+
+class SigningKeyError(ValueError):
+    """The checkpoint signing key file cannot be used; the message names it."""
 
 
 class ExportFormatError(ValueError):
@@ -46,7 +57,7 @@ def load_signing_key(path: Path) -> CheckpointSigner:
         except ValueError:
             seed = b""
         if len(seed) != 32:
-            raise ValueError(
+            raise SigningKeyError(
                 f"{path}: expected a 32-byte Ed25519 seed as 64 hex characters;"
                 " delete the file to have a new key made"
             )
@@ -117,7 +128,10 @@ class AuditTrail:
             if len(batch) < READ_BATCH:
                 break
         checkpoints = await self.store.list_audit_checkpoints(tenant_id)
-        return verify_chain(
+        # Hashing a long chain takes CPU for a while: off the event loop, so dispatch and
+        # approvals keep moving while someone verifies.
+        return await asyncio.to_thread(
+            verify_chain,
             tenant_id,
             rows,
             self.hasher,
@@ -168,10 +182,13 @@ class AuditTrail:
     async def export(self, tenant_id: str) -> AsyncIterator[str]:
         """The chain as NDJSON lines (each ending in a newline).
 
-        The head is signed first, so an export always ends with a checkpoint covering its
-        last event: cutting events off the end of the file is then detectable too.
+        The head is signed first and the export stops at that checkpoint, so every export
+        ends with a signed checkpoint covering its last event: cutting lines off the end
+        of the file is detectable too. Events appended meanwhile belong to the next one.
         """
         await self.checkpoint([tenant_id])
+        checkpoints = await self.store.list_audit_checkpoints(tenant_id)
+        upto = checkpoints[-1].seq if checkpoints else 0
         header = {
             "type": "chain",
             "format": EXPORT_FORMAT,
@@ -181,8 +198,10 @@ class AuditTrail:
         }
         yield json.dumps(header) + "\n"
         async for event in self.events(tenant_id):
+            if event.seq > upto:
+                break
             yield json.dumps({"type": "event", **event.model_dump(mode="json")}) + "\n"
-        for checkpoint in await self.store.list_audit_checkpoints(tenant_id):
+        for checkpoint in checkpoints:
             yield json.dumps({"type": "checkpoint", **checkpoint.model_dump(mode="json")}) + "\n"
 
 
@@ -243,14 +262,43 @@ def verify_export(
 ) -> VerifyReport:
     """Verify an exported chain offline.
 
-    ``hmac_key`` is required for an HMAC-sealed chain. Checkpoints are checked against
-    ``trusted_keys`` when given, else against the keys the export itself names (which
-    proves integrity against accidents, not against a forger; pin the key for that).
+    The header is not trusted: with ``hmac_key`` the events are checked with it whatever
+    the header claims (a chain re-sealed with plain SHA-256 fails), and without it a
+    header claiming HMAC is refused. Checkpoints are checked against ``trusted_keys``
+    when given, else against the keys the export names (which catches accidents, not a
+    forger; pin the key for that). A non-empty export must end with a genuine checkpoint
+    at its last event, as exports are written; otherwise it is ``truncated``.
     """
     if chain.algorithm == "hmac-sha256" and hmac_key is None:
         raise ValueError("this chain is sealed with HMAC-SHA256: give the HMAC key to verify it")
-    hasher = ChainHasher(hmac_key if chain.algorithm == "hmac-sha256" else None)
     keys = dict(chain.public_keys if trusted_keys is None else trusted_keys)
-    return verify_chain(
-        chain.tenant_id, chain.events, hasher, checkpoints=chain.checkpoints, public_keys=keys
+    report = verify_chain(
+        chain.tenant_id,
+        chain.events,
+        ChainHasher(hmac_key),
+        checkpoints=chain.checkpoints,
+        public_keys=keys,
     )
+    if not report.ok or report.last_seq == 0:
+        return report
+    if any(c.seq == report.last_seq for c in chain.checkpoints if checkpoint_is_genuine(c, keys)):
+        return report
+    return report.model_copy(
+        update={
+            "ok": False,
+            "kind": TamperKind.TRUNCATED,
+            "first_bad_seq": report.last_seq + 1,
+            "detail": f"no signed checkpoint covers the last event ({report.last_seq}):"
+            " the end of the export was cut off, or it was not written by `cordum audit`",
+        }
+    )
+
+
+def hmac_key_bytes(text: str | None) -> bytes | None:
+    """``CORDUM_AUDIT_HMAC_KEY`` as bytes: hex when it reads as hex, else its UTF-8."""
+    if not text:
+        return None
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return text.encode()

@@ -18,6 +18,7 @@ from cordum.models.pipeline import DLQEntry, DLQReason, JobAssignment, JobError,
 from cordum.models.state import JobState
 from cordum.ports import Bus, ConflictError, JobNotFoundError, Store
 from cordum.services import subjects
+from cordum.services.approvals import ApprovalListener
 from cordum.services.kernel import Kernel
 from cordum.services.metrics import Metrics
 
@@ -92,11 +93,13 @@ class Execution:
         default_max_retries: int,
         backoff_base_s: float,
         backoff_max_s: float,
+        approval_listener: ApprovalListener | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
         self.kernel = kernel
         self.metrics = metrics
+        self.approval_listener = approval_listener
         self.default_max_retries = default_max_retries
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
@@ -251,6 +254,7 @@ class Execution:
         except ConflictError as exc:
             raise JobStateError(await self._require(job_id), "cancel") from exc
         self.metrics.finished.labels(JobState.CANCELLED.value).inc()
+        await self._settled_approval(outcome.job, outcome.previous)
         await self._stop_worker(job, outcome.previous)
         return outcome.job
 
@@ -267,8 +271,18 @@ class Execution:
         except ConflictError:
             return None
         self.metrics.finished.labels(JobState.TIMEOUT.value).inc()
+        await self._settled_approval(outcome.job, outcome.previous)
         await self._stop_worker(job, outcome.previous)
         return outcome.job
+
+    async def _settled_approval(self, job: JobRecord, previous: JobState) -> None:
+        """Tell the listener about an approval the store settled with its job (cancel,
+        deadline): people who were asked to approve should hear it is moot."""
+        if previous is not JobState.APPROVAL_REQUIRED or self.approval_listener is None:
+            return
+        approval = await self.store.get_approval(job.id)
+        if approval is not None and approval.status.resolved:
+            self.approval_listener.approval_resolved(approval, job)
 
     async def _stop_worker(self, job: JobRecord, previous: JobState) -> None:
         """Tell the worker of a job that was on it to stop, and free its slot."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from collections.abc import Iterable
@@ -17,6 +18,8 @@ from collections.abc import Iterable
 from cordum.models.audit import SYSTEM_CHAIN, AuditDraft
 from cordum.models.keys import ALL_TENANTS, ApiKeyRecord, Principal, Role, tenant_problem
 from cordum.ports import Store
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "cordum_"
 MIN_KEY_LENGTH = 20
@@ -133,13 +136,40 @@ class KeyService:
     async def ensure_bootstrap(self, key: str | None) -> str | None:
         """Make sure an admin key exists; returns a newly minted key to print once, or None.
 
-        With ``key`` (``CORDUM_API_KEY``) that key becomes an admin key if it is not one
-        already. Without it, a key is minted only when the store holds no key at all.
+        With ``key`` (``CORDUM_API_KEY``) that key is installed as an admin key of every
+        tenant when the store does not know it. A key the store knows is left as it is: a
+        revoked one stays revoked (an error is logged: a revocation must not be undone by
+        a restart with an old environment), and a key of another role or fewer tenants
+        keeps them (a warning is logged). Without ``key``, a key is minted only when the
+        store holds no key at all.
         """
         if key is not None:
-            if await self.principal_for(key) is None:
+            record = await self.store.get_api_key(key_id_of(key))
+            if record is None:
                 await self.create(
                     name=BOOTSTRAP_NAME, role=Role.ADMIN, tenants=[ALL_TENANTS], key=key
+                )
+            elif not hmac.compare_digest(record.secret_hash, key_hash(key)):
+                log.error(
+                    "CORDUM_API_KEY has the id %s of another key; it is not installed:"
+                    " choose another CORDUM_API_KEY",
+                    record.key_id,
+                )
+            elif not record.active:
+                log.error(
+                    "CORDUM_API_KEY is the revoked key %s: it stays revoked and cannot be used;"
+                    " unset CORDUM_API_KEY or set it to an active key (a stopped server's"
+                    " store takes `cordum keys create --role admin --tenant '*' --data-dir"
+                    " DIR`)",
+                    record.key_id,
+                )
+            elif not _is_root(record):
+                log.warning(
+                    "CORDUM_API_KEY is the key %s (role %s, tenants %s), not an admin key of"
+                    " every tenant; it is left as it is",
+                    record.key_id,
+                    record.role.value,
+                    ",".join(record.tenants),
                 )
             return None
         if await self.store.list_api_keys():

@@ -9,10 +9,11 @@ was rolled back.
 
 Two invariants shape the order of every activation:
 
-- **The store is the source of truth.** The snapshot (and its audit event, in the same
-  transaction) is written first and the kernel's policy is swapped after. A failed write
-  leaves both on the old policy; a crash between the two leaves the store ahead, and the
-  next start loads the store's active snapshot.
+- **The store is the source of truth.** The snapshot, the drafts a rollback or a start-up
+  publish resets, and the audit events of both are written first, in one transaction;
+  the kernel's policy is swapped after. A failed write leaves all of it on the old
+  policy; a crash between the two leaves the store ahead, and the next start loads the
+  store's active snapshot (whose bundles the drafts then already hold).
 - **Each decision names the snapshot that made it.** The swap replaces one reference in
   :class:`~cordum.services.kernel.PolicyHolder`; a decision is taken by whichever policy
   object it read, and that object stamps its own snapshot id on the record. Nothing is
@@ -32,7 +33,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +46,7 @@ from cordum.policy.loader import BASE_BUNDLE, bundle_files
 from cordum.policy.snapshot import canonical_json
 from cordum.policy.source import DEFAULT_MAX_BYTES, decode_policy_bytes, read_policy_bytes
 from cordum.ports import Store
-from cordum.ports.store import AuditFilter
+from cordum.ports.store import SNAPSHOT_VERSION, AuditFilter
 from cordum.services.kernel import PolicyHolder
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,17 @@ class LastBundleError(ValueError):
 
 
 class StartupPolicyError(RuntimeError):
-    """The store's active snapshot no longer loads, and no policy was given to replace it."""
+    """The store's active snapshot no longer loads, and no policy was given to replace it.
+
+    ``summary`` is the one line that says what to do; the message adds the load errors,
+    which are also in ``issues``.
+    """
+
+    def __init__(self, summary: str, issues: Sequence[PolicyIssue] = ()) -> None:
+        self.summary = summary
+        self.issues = list(issues)
+        detail = str(PolicyLoadError(self.issues)) if self.issues else ""
+        super().__init__(f"{summary}\n{detail}" if detail else summary)
 
 
 @dataclass(frozen=True)
@@ -289,9 +300,15 @@ class PolicyAdmin:
                 "message": message,
             }
             event = _event("policy.rollback", target.snapshot_id, author, data)
-            snapshot = await self.store.activate_policy_snapshot(target.version, audit=[event])
+            drafts, resets = await self._reset(
+                target.bundles, author, f"rollback to v{target.version}"
+            )
+            # One write: the activation, the drafts reset to the snapshot's bundles, and
+            # the events of both. A crash after it starts on the target with its drafts.
+            snapshot = await self.store.activate_policy_snapshot(
+                target.version, audit=[event, *resets], bundles=drafts
+            )
             self.holder.swap(policy)
-            await self._reset_drafts(target.bundles, author, f"rollback to v{target.version}")
         log.warning(
             "policy rolled back to v%d %s by %s", target.version, target.snapshot_id, author
         )
@@ -328,8 +345,9 @@ class PolicyAdmin:
                 except PolicyLoadError as exc:
                     raise StartupPolicyError(
                         f"the active policy snapshot v{active.version} ({active.snapshot_id})"
-                        f" in the store no longer loads; start with --policy PATH to publish"
-                        f" one that does.\n{exc}"
+                        " in the store no longer loads; start with --policy PATH to publish"
+                        " one that does",
+                        exc.issues,
                     ) from None
                 self.holder.swap(policy)
             return Activation(active, changed=False)
@@ -337,15 +355,22 @@ class PolicyAdmin:
     async def _adopt(
         self, source: PolicySource, message: str, active: PolicySnapshotRecord | None
     ) -> Activation:
-        """Publish ``source`` at start-up: its bundles replace the drafts, then the snapshot."""
+        """Publish ``source`` at start-up: its snapshot and its bundles as the drafts, in
+        one write."""
         # Compiled from the very texts that are stored, so the record and the kernel agree
         # even if the files changed after the caller first loaded them.
         policy = await self._compile(source.bundles)
-        await self._reset_drafts(source.bundles, STARTUP_AUTHOR, message)
+        drafts, resets = await self._reset(source.bundles, STARTUP_AUTHOR, message)
         if active is not None and active.snapshot_id == policy.snapshot_id:
+            if resets:  # the same policy in other words: the drafts take its text
+                await self.store.activate_policy_snapshot(
+                    active.version, audit=resets, bundles=drafts
+                )
             activation = Activation(active, changed=False)
         else:
-            snapshot = await self._record(policy, source.bundles, STARTUP_AUTHOR, message, active)
+            snapshot = await self._record(
+                policy, source.bundles, STARTUP_AUTHOR, message, active, resets, drafts
+            )
             log.info("policy v%d %s: %s", snapshot.version, snapshot.snapshot_id, message)
             activation = Activation(snapshot, changed=True)
         # The policy already held was loaded from the same files, with their paths in its
@@ -370,8 +395,14 @@ class PolicyAdmin:
         author: str,
         message: str,
         active: PolicySnapshotRecord | None,
+        resets: Sequence[AuditDraft] = (),
+        drafts: Sequence[PolicyBundleRecord] | None = None,
     ) -> PolicySnapshotRecord:
-        """Store ``policy`` as the next, active version with its ``policy.publish`` event."""
+        """Store ``policy`` as the next, active version with its ``policy.publish`` event.
+
+        ``drafts`` (with their ``resets`` events, before the publish's) replace the draft
+        bundles in the same write. The store fills in the version it assigns.
+        """
         snapshot = PolicySnapshotRecord(
             snapshot_id=policy.snapshot_id,
             policy_version=policy.version,
@@ -380,7 +411,8 @@ class PolicyAdmin:
             created_at=self.clock(),
             bundles=dict(bundles),
         )
-        data: dict[str, str | int | bool | None] = {
+        data: dict[str, object] = {
+            "version": SNAPSHOT_VERSION,
             "policy_version": policy.version,
             "message": message,
             "bundles": ", ".join(sorted(bundles)),
@@ -388,48 +420,50 @@ class PolicyAdmin:
             "from_snapshot": None if active is None else active.snapshot_id,
         }
         event = _event("policy.publish", policy.snapshot_id, author, data)
-        return await self.store.add_policy_snapshot(snapshot, audit=[event])
+        return await self.store.add_policy_snapshot(
+            snapshot, audit=[*resets, event], bundles=drafts
+        )
 
-    async def _reset_drafts(self, bundles: Mapping[str, str], author: str, reason: str) -> None:
-        """Make the drafts equal ``bundles``; each change is audited with ``reason``."""
-        drafts = await self._drafts()
+    async def _reset(
+        self, bundles: Mapping[str, str], author: str, reason: str
+    ) -> tuple[list[PolicyBundleRecord], list[AuditDraft]]:
+        """The drafts that equal ``bundles``, and an event for each change, with ``reason``.
+
+        Nothing is written: the caller stores both with the snapshot they belong to. A
+        bundle whose text is unchanged keeps its record (who changed it last, and when).
+        """
+        current = {bundle.bundle_id: bundle for bundle in await self.store.list_policy_bundles()}
+        texts = {bundle_id: bundle.text for bundle_id, bundle in current.items()}
+        records: list[PolicyBundleRecord] = []
+        events: list[AuditDraft] = []
         for bundle_id, text in bundles.items():
-            if drafts.get(bundle_id) != text:
-                await self._write_bundle(bundle_id, text, author, drafts, reason)
-        for bundle_id in sorted(set(drafts) - set(bundles)):
-            await self._delete_bundle(bundle_id, author, drafts, reason)
+            kept = current.get(bundle_id)
+            if kept is not None and kept.text == text:
+                records.append(kept)
+                continue
+            records.append(self._bundle(bundle_id, text, author))
+            events.append(_put_event(bundle_id, text, author, texts, reason))
+        for bundle_id in sorted(set(current) - set(bundles)):
+            events.append(_deleted_event(bundle_id, author, texts, reason))
+        return records, events
 
-    async def _write_bundle(
-        self,
-        bundle_id: str,
-        text: str,
-        author: str,
-        drafts: Mapping[str, str],
-        reason: str | None = None,
-    ) -> PolicyBundleRecord:
-        """Store a bundle with its ``policy.bundle.put`` event (the text's digest, not text)."""
-        record = PolicyBundleRecord(
+    def _bundle(self, bundle_id: str, text: str, author: str) -> PolicyBundleRecord:
+        return PolicyBundleRecord(
             bundle_id=bundle_id, text=text, updated_at=self.clock(), updated_by=author
         )
-        data: dict[str, str | int | bool | None] = {
-            "sha256": text_digest(text),
-            "bytes": len(text.encode("utf-8")),
-            "created": bundle_id not in drafts,
-        }
-        if reason is not None:
-            data["reason"] = reason
-        event = _event("policy.bundle.put", bundle_id, author, data)
+
+    async def _write_bundle(
+        self, bundle_id: str, text: str, author: str, drafts: Mapping[str, str]
+    ) -> PolicyBundleRecord:
+        """Store a bundle with its ``policy.bundle.put`` event."""
+        record = self._bundle(bundle_id, text, author)
+        event = _put_event(bundle_id, text, author, drafts, reason=None)
         await self.store.put_policy_bundle(record, audit=[event])
         return record
 
-    async def _delete_bundle(
-        self, bundle_id: str, author: str, drafts: Mapping[str, str], reason: str | None = None
-    ) -> None:
+    async def _delete_bundle(self, bundle_id: str, author: str, drafts: Mapping[str, str]) -> None:
         """Remove a bundle with its ``policy.bundle.deleted`` event."""
-        data: dict[str, str | int | bool | None] = {"sha256": text_digest(drafts[bundle_id])}
-        if reason is not None:
-            data["reason"] = reason
-        event = _event("policy.bundle.deleted", bundle_id, author, data)
+        event = _deleted_event(bundle_id, author, drafts, reason=None)
         await self.store.delete_policy_bundle(bundle_id, audit=[event])
 
 
@@ -454,7 +488,29 @@ def check_bundle_id(bundle_id: str) -> None:
         )
 
 
-def _event(
-    kind: str, subject: str, actor: str, data: Mapping[str, str | int | bool | None]
+def _put_event(
+    bundle_id: str, text: str, author: str, drafts: Mapping[str, str], reason: str | None
 ) -> AuditDraft:
+    """A ``policy.bundle.put`` event: the text's digest and size, not the text."""
+    data: dict[str, object] = {
+        "sha256": text_digest(text),
+        "bytes": len(text.encode("utf-8")),
+        "created": bundle_id not in drafts,
+    }
+    if reason is not None:
+        data["reason"] = reason
+    return _event("policy.bundle.put", bundle_id, author, data)
+
+
+def _deleted_event(
+    bundle_id: str, author: str, drafts: Mapping[str, str], reason: str | None
+) -> AuditDraft:
+    """A ``policy.bundle.deleted`` event, with the digest of the text that went."""
+    data: dict[str, object] = {"sha256": text_digest(drafts[bundle_id])}
+    if reason is not None:
+        data["reason"] = reason
+    return _event("policy.bundle.deleted", bundle_id, author, data)
+
+
+def _event(kind: str, subject: str, actor: str, data: Mapping[str, object]) -> AuditDraft:
     return AuditDraft(tenant_id=SYSTEM_CHAIN, kind=kind, subject=subject, actor=actor, data=data)

@@ -228,11 +228,12 @@ class Scheduler:
         if not ignore_backoff and job.next_attempt_at is not None and job.next_attempt_at > now:
             self._arm(job.next_attempt_at, "schedule", job_id)
             return
-        pool = self.directory.pool_for(job.topic)
-        if pool is None or not self.directory.candidates(pool, job.topic):
+        tenant = job.tenant_id
+        pool = self.directory.pool_for(job.topic, tenant)
+        if pool is None or not self.directory.candidates(pool, job.topic, tenant_id=tenant):
             # the bus notice of a new worker may not have arrived yet: ask the store
             await self._refresh_directory()
-            pool = self.directory.pool_for(job.topic)
+            pool = self.directory.pool_for(job.topic, tenant)
         if pool is None and self.directory.static_pools:
             # an explicit routing table is authoritative: a topic outside it never routes
             message = (
@@ -246,8 +247,12 @@ class Scheduler:
                 job, DLQReason.NO_POOL_MAPPING, f"no worker has registered for {job.topic!r}"
             )
             return
-        if not self.directory.candidates(pool, job.topic):
-            await self._defer(job, DLQReason.NO_WORKERS, f"no live worker in pool {pool!r}")
+        if not self.directory.candidates(pool, job.topic, tenant_id=tenant):
+            # A worker of another tenant is no worker for this job: it waits the same way.
+            detail = f"no live worker in pool {pool!r}"
+            if self.directory.candidates(pool, job.topic, tenant_id=None):
+                detail += f" serves tenant {tenant!r}"
+            await self._defer(job, DLQReason.NO_WORKERS, detail)
             return
         limit = _budget(job, "max_concurrent_jobs")
         active = self._tenant_active[(job.tenant_id, job.topic)]
@@ -259,7 +264,7 @@ class Scheduler:
                 f" {job.topic} jobs",
             )
             return
-        worker = self.directory.pick(pool, job.topic)
+        worker = self.directory.pick(pool, job.topic, tenant_id=tenant)
         if worker is None:
             await self._park(pool, job)
             return
@@ -441,7 +446,8 @@ class Scheduler:
                     heapq.heappop(queue)
                     self._waiting_ids.discard(job_id)
                     continue
-                if self.directory.free_slots(pool, job.topic) <= self._waking[pool]:
+                free = self.directory.free_slots(pool, job.topic, tenant_id=job.tenant_id)
+                if free <= self._waking[pool]:
                     break
                 heapq.heappop(queue)
                 self._waiting_ids.discard(job_id)

@@ -2,14 +2,16 @@
 
 The store keeps every registration; the bus carries ``sys.heartbeat`` notices so each
 scheduler's :class:`WorkerDirectory` sees workers join, beat, drain and leave. A worker
-is live while its last heartbeat is younger than ``lost_after`` seconds.
+is live while its last heartbeat is younger than ``lost_after`` seconds. A worker is sent
+only jobs of the tenants it serves (those of the key that registered it), whatever pool
+and topics it claims: a job no live worker serves waits as if its pool had none.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from cordum.models.pipeline import WorkerRecord
@@ -48,11 +50,13 @@ class WorkerService:
         worker_id: str | None = None,
         labels: Mapping[str, str] | None = None,
         owner_key: str | None = None,
+        tenants: Iterable[str] | None = None,
     ) -> WorkerRecord:
         """Register (or re-register) a worker; returns its record with its id.
 
         ``owner_key`` is the id of the API key registering it (see :attr:`WorkerRecord.
         owner_key`); the caller checks that a re-registration comes from the same key.
+        ``tenants`` are the tenants whose jobs it may be sent (None: every tenant).
         """
         worker_id = worker_id or f"w-{uuid.uuid4().hex[:12]}"
         if not subjects.WORKER_ID.match(worker_id):
@@ -82,6 +86,7 @@ class WorkerService:
             registered_at=now,
             last_heartbeat=now,
             owner_key=owner_key,
+            tenants=None if tenants is None else tuple(sorted(set(tenants))),
         )
         await self.store.upsert_worker(record)
         await self._announce(record, "register")
@@ -179,37 +184,48 @@ class WorkerDirectory:
         now = time.time() if now is None else now
         return now - worker.record.last_heartbeat <= self.lost_after
 
-    def pool_for(self, topic: str) -> str | None:
-        """The pool that serves ``topic``: configured mapping first, then workers' topics."""
+    def pool_for(self, topic: str, tenant_id: str) -> str | None:
+        """The pool that serves ``topic``: configured mapping first, then the topics of
+        workers serving ``tenant_id``, then those of any worker (whose pool then has no
+        candidate for the job: it waits for one)."""
         for pattern, pool in self.static_pools.items():
             if subject_matches(pattern, topic):
                 return pool
+        fallback = None
         for live in self.workers.values():
             if any(subject_matches(p, topic) for p in live.record.topics):
-                return live.record.pool
-        return None
+                if live.record.serves(tenant_id):
+                    return live.record.pool
+                fallback = fallback or live.record.pool
+        return fallback
 
-    def candidates(self, pool: str, topic: str) -> list[LiveWorker]:
-        """Live, non-draining workers of ``pool`` that handle ``topic``."""
+    def candidates(self, pool: str, topic: str, *, tenant_id: str | None) -> list[LiveWorker]:
+        """Live, non-draining workers of ``pool`` that handle ``topic`` for ``tenant_id``.
+
+        ``tenant_id`` None: whatever tenants they serve (to explain a wait, never to
+        dispatch).
+        """
         now = time.time()
         return [
             w
             for w in self.workers.values()
             if w.record.pool == pool
             and not w.draining
+            and (tenant_id is None or w.record.serves(tenant_id))
             and self.is_live(w, now)
             and any(subject_matches(p, topic) for p in w.record.topics)
         ]
 
-    def free_slots(self, pool: str, topic: str) -> int:
-        """Free slots across the candidates for ``topic`` in ``pool``."""
-        return sum(max(0, worker.free_slots) for worker in self.candidates(pool, topic))
+    def free_slots(self, pool: str, topic: str, *, tenant_id: str) -> int:
+        """Free slots across the candidates for ``topic`` in ``pool`` for ``tenant_id``."""
+        candidates = self.candidates(pool, topic, tenant_id=tenant_id)
+        return sum(max(0, worker.free_slots) for worker in candidates)
 
-    def pick(self, pool: str, topic: str) -> LiveWorker | None:
-        """The least-loaded candidate with a free slot, or None."""
+    def pick(self, pool: str, topic: str, *, tenant_id: str) -> LiveWorker | None:
+        """The least-loaded candidate for a job of ``tenant_id`` with a free slot, or None."""
         best: LiveWorker | None = None
         best_load = 2.0
-        for worker in self.candidates(pool, topic):
+        for worker in self.candidates(pool, topic, tenant_id=tenant_id):
             if worker.free_slots <= 0:
                 continue
             load = len(worker.active) / worker.record.capacity

@@ -110,6 +110,16 @@ class Rule(_Strict):
         # An allow rule that carries constraints is an ALLOW_WITH_CONSTRAINTS rule; storing
         # it that way keeps the two spellings of the same rule at the same snapshot id.
         has_constraints = self.constraints is not None and not self.constraints.is_empty()
+        if (
+            self.constraints is not None
+            and self.constraints.approval_ttl_s is not None
+            and self.decision != Decision.REQUIRE_APPROVAL
+        ):
+            raise policy_error(
+                "misplaced_field",
+                "constraints.approval_ttl_s only applies to a require_approval rule;"
+                f" this rule decides {self.decision.value.lower()}",
+            )
         if self.decision == Decision.ALLOW and has_constraints:
             return self.model_copy(update={"decision": Decision.ALLOW_WITH_CONSTRAINTS})
         return self
