@@ -574,7 +574,7 @@ def test_cordum_up_prints_a_minted_key_once(tmp_path: Path) -> None:
 def test_cordum_up_honours_cordum_api_key(tmp_path: Path) -> None:
     with cordum_up(tmp_path / "data", "--no-demo") as served_up:  # CORDUM_API_KEY=ADMIN_KEY
         assert "export CORDUM_API_KEY" not in served_up.output()
-        assert "CORDUM_API_KEY is an admin key" in served_up.output()
+        assert "CORDUM_API_KEY is the admin key ck_" in served_up.output()
         answer = httpx.get(f"{served_up.url}{JOBS}", headers=auth(ADMIN_KEY), timeout=5)
         assert answer.status_code == 200
 

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from cordum import __version__
 from cordum.api import errors
+from cordum.api.auth import document_auth
 from cordum.api.routes_approvals import router as approvals_router
 from cordum.api.routes_audit import router as audit_router
 from cordum.api.routes_jobs import JOB_SCHEMAS
@@ -53,19 +54,22 @@ def create_app(plane: ControlPlane, *, on_start: Hook | None = None) -> FastAPI:
     app.include_router(workers_router)
     app.include_router(keys_router)
     app.include_router(health)
-    _publish_job_schemas(app)
+    _complete_openapi(app)
     return app
 
 
-def _publish_job_schemas(app: FastAPI) -> None:
-    """Add the job body's nested schemas to the OpenAPI document FastAPI generates."""
+def _complete_openapi(app: FastAPI) -> None:
+    """Add the job body's nested schemas and the auth headers to FastAPI's OpenAPI document."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
         document = generate()
         schemas = document.setdefault("components", {}).setdefault("schemas", {})
         for name, schema in JOB_SCHEMAS.items():
             schemas.setdefault(name, schema)
+        document_auth(document)
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]

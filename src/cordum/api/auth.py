@@ -6,18 +6,18 @@ cover is 404, exactly as if it did not exist, so ids never leak across tenants. 
 refusal is an ``auth.failure`` audit event on the system chain. ``--insecure-no-auth``
 turns all of this off for local demos: every caller is an admin of every tenant.
 
-Routes declare what they need with one of the ``Can*`` parameter types below (a FastAPI
-dependency that also puts the key headers into the OpenAPI document), so a route without
-one stands out; ``tests/api/test_tenant_matrix.py`` fails for any route it does not know.
+Routes declare what they need with one of the ``Can*`` parameter types below, or call
+:func:`authorize` first thing (the submit route does: it is the hottest path, and a
+dependency costs more than the call); ``tests/api/test_tenant_matrix.py`` fails for any
+route it does not know. :func:`document_auth` puts the headers into the OpenAPI document.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
-from fastapi import Depends, Header, Request, Security
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
 from cordum.api.deps import plane_of
@@ -30,12 +30,47 @@ from cordum.ports import JobFilter
 
 ANONYMOUS = "anonymous"
 
-_API_KEY = APIKeyHeader(
-    name="X-API-Key",
-    auto_error=False,
-    description="An API key (`cordum keys create`); `cordum up` prints the first one.",
-)
-_BEARER = HTTPBearer(auto_error=False, description="The same API key as a bearer token.")
+PUBLIC_PATHS = frozenset({"/health", "/healthz", "/readyz", "/metrics"})
+"""Routes anyone may call: probes and the Prometheus scrape."""
+
+SECURITY_SCHEMES = {
+    "ApiKey": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "An API key (`cordum keys create`); `cordum up` prints the first one.",
+    },
+    "Bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The same API key as a bearer token.",
+    },
+}
+TENANT_HEADER = {
+    "name": "X-Tenant-ID",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "The tenant to act in (a key covering several must name one to write);"
+    " lists cover only this tenant when given.",
+}
+
+
+def document_auth(document: dict[str, Any]) -> None:
+    """Put the key headers and ``X-Tenant-ID`` into an OpenAPI document.
+
+    Done once on the document rather than with security dependencies on every route:
+    FastAPI resolves those on every request, a measurable share of a submit's cost.
+    """
+    document.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+    for path, operations in document.get("paths", {}).items():
+        if path in PUBLIC_PATHS:
+            continue
+        for operation in operations.values():
+            operation["security"] = [{"ApiKey": []}, {"Bearer": []}]
+            parameters = operation.setdefault("parameters", [])
+            if not any(p.get("name") == "X-Tenant-ID" for p in parameters):
+                parameters.append(TENANT_HEADER)
 
 
 def presented_key(request: HTTPConnection) -> str | None:
@@ -107,18 +142,6 @@ async def forbid(request: HTTPConnection, principal: Principal, permission: Perm
 
 async def _caller(
     request: Request,
-    # These three only document the headers in OpenAPI (and the /docs "Authorize"
-    # button); the key and tenant are read from the request by the helpers above.
-    _api_key: Annotated[str | None, Security(_API_KEY)] = None,
-    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None,
-    _tenant: Annotated[
-        str | None,
-        Header(
-            alias="X-Tenant-ID",
-            description="The tenant to act in (a key covering several must name one to"
-            " write); lists cover only this tenant when given.",
-        ),
-    ] = None,
 ) -> Principal:
     return await principal_of(request)
 

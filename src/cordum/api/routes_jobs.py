@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from cordum.api.auth import (
     CanRead,
     CanSubmit,
+    authorize,
     check_body_tenant,
     job_filter,
     job_in_tenant,
@@ -25,7 +26,7 @@ from cordum.api.deps import parse_job, plane_of
 from cordum.api.errors import ApiError, not_found
 from cordum.api.views import decision_view, event_view, job_view
 from cordum.models import Job
-from cordum.models.keys import Principal
+from cordum.models.keys import Permission, Principal
 from cordum.models.pipeline import JobRecord
 from cordum.models.state import JobState
 from cordum.policy import InvalidJobError
@@ -91,8 +92,9 @@ def submission_response(submission: Submission) -> Response:
 
 
 @router.post("/jobs", openapi_extra=JOB_BODY, summary="Submit a job (gate A)")
-async def post_job(request: Request, principal: CanSubmit) -> Response:
+async def post_job(request: Request) -> Response:
     """Decide a job at gate A; allowed jobs are queued for dispatch."""
+    principal = await authorize(request, Permission.SUBMIT)
     plane = plane_of(request)
     data = await read_object(request, plane.settings.max_body_bytes)
     job = parse_job(data, request, max_labels=plane.settings.max_labels)
