@@ -11,7 +11,7 @@ from typing import Any, BinaryIO
 import typer
 from rich.table import Table
 
-from cordum.cli.output import EXIT_FAILED, EXIT_USAGE, console, err_console, print_json
+from cordum.cli.output import EXIT_FAILED, console, fail, print_json
 from cordum.cli.remote import JsonOpt, UrlOpt, _call, _client
 from cordum.models.audit import VerifyReport
 from cordum.services.audit import key_id_of
@@ -57,7 +57,7 @@ def verify(
     number and the kind of break are printed), 2 for a usage or file error.
     """
     if export is not None and file is not None:
-        _usage(json_output, "give --export (download then verify) or --file, not both")
+        fail(json_output, "give --export (download then verify) or --file, not both", code="usage")
     if export is not None:
         with _client(url) as client, _writing(export, json_output) as out:
             _call(lambda: client.export_audit(out, tenant=tenant), json_output)
@@ -81,21 +81,21 @@ def _verify_file(
         try:
             raw = [bytes.fromhex(k) for k in public_keys]
         except ValueError:
-            _usage(json_output, "--public-key takes the key as hex (64 characters)")
+            fail(json_output, "--public-key takes the key as hex (64 characters)", code="usage")
         trusted = {key_id_of(k): k for k in raw}
     try:
         with file.open(encoding="utf-8") as lines:
             chain = read_export(lines, source=str(file))
     except OSError as exc:
-        _usage(json_output, f"cannot read {file}: {exc.strerror or exc}")
+        fail(json_output, f"cannot read {file}: {exc.strerror or exc}", code="usage")
     except (ExportFormatError, UnicodeDecodeError) as exc:
-        _usage(json_output, str(exc))
+        fail(json_output, str(exc), code="usage")
     text = hmac_key or os.environ.get("CORDUM_AUDIT_HMAC_KEY") or None
     key = hmac_key_bytes(text)
     try:
         return verify_export(chain, hmac_key=key, trusted_keys=trusted)
     except ValueError as exc:
-        _usage(json_output, f"{file}: {exc} (--hmac-key or $CORDUM_AUDIT_HMAC_KEY)")
+        fail(json_output, f"{file}: {exc} (--hmac-key or $CORDUM_AUDIT_HMAC_KEY)", code="usage")
     raise AssertionError("unreachable")
 
 
@@ -104,7 +104,7 @@ def _writing(path: Path, json_output: bool) -> Iterator[BinaryIO]:
     try:
         handle = path.open("wb")
     except OSError as exc:
-        _usage(json_output, f"cannot write {path}: {exc.strerror or exc}")
+        fail(json_output, f"cannot write {path}: {exc.strerror or exc}", code="usage")
     with handle:
         yield handle
 
@@ -133,11 +133,3 @@ def _show(chains: list[dict[str, Any]], json_output: bool, source: str) -> None:
             console.print("no audit events yet")
     if not ok:
         raise typer.Exit(EXIT_FAILED)
-
-
-def _usage(json_output: bool, message: str) -> Any:
-    if json_output:
-        print_json({"ok": False, "code": "usage", "error": message})
-    else:
-        err_console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(EXIT_USAGE)

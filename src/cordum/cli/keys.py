@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cordum.cli.output import EXIT_FAILED, EXIT_USAGE, console, err_console, print_json
+from cordum.cli.output import EXIT_FAILED, console, fail, print_json
 from cordum.cli.remote import JsonOpt, UrlOpt, _call, _client
 from cordum.models.keys import Role
 from cordum.services.keys import KeyCreationError, KeyService, LastAdminKeyError
@@ -54,7 +54,7 @@ def create(
 ) -> None:
     """Create a key and print it: this is the only time the key itself is shown."""
     if not tenant:
-        _fail(json_output, "give at least one --tenant (or --tenant '*' for every tenant)")
+        fail(json_output, "give at least one --tenant (or --tenant '*' for every tenant)")
     if data_dir is None:
         with _client(url) as client:
             created = _call(lambda: client.create_key(name, role.value, tenant), json_output)
@@ -181,9 +181,9 @@ def _offline(data_dir: Path, json_output: bool, action: Action[T]) -> T:
     try:
         settings = Settings.load(data_dir=data_dir)
     except SettingsError as exc:
-        _fail(json_output, str(exc))
+        fail(json_output, str(exc))
     if not settings.store_path.exists():
-        _fail(
+        fail(
             json_output,
             f"no Cordum store at {settings.store_path}; check --data-dir (it is the"
             " directory given to `cordum up --data-dir`, .cordum by default)",
@@ -191,15 +191,15 @@ def _offline(data_dir: Path, json_output: bool, action: Action[T]) -> T:
     try:
         store = open_store(settings)
     except StoreLockedError:
-        _fail(
+        fail(
             json_output,
             f"a running Cordum server holds {settings.store_path}; leave out --data-dir to"
             " go through its API (with CORDUM_URL and an admin key in CORDUM_API_KEY),"
             " or stop the server first",
-            EXIT_FAILED,
+            exit_code=EXIT_FAILED,
         )
     except AuditKeyMismatchError as exc:
-        _fail(json_output, str(exc))
+        fail(json_output, str(exc))
 
     async def run() -> T:
         try:
@@ -210,12 +210,4 @@ def _offline(data_dir: Path, json_output: bool, action: Action[T]) -> T:
     try:
         return asyncio.run(run())
     except _RefusedError as exc:
-        _fail(json_output, str(exc))
-
-
-def _fail(json_output: bool, message: str, exit_code: int = EXIT_USAGE) -> NoReturn:
-    if json_output:
-        print_json({"ok": False, "error": message})
-    else:
-        err_console.print(f"[bold red]error:[/] {escape(message)}")
-    raise typer.Exit(exit_code)
+        fail(json_output, str(exc))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NoReturn
 
+import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cordum.models import Decision
 
@@ -26,6 +28,17 @@ DECISION_STYLES = {
     Decision.DENY: "bold red",
 }
 SEVERITY_STYLES = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def fail(
+    json_output: bool, message: str, *, code: str | None = None, exit_code: int = EXIT_USAGE
+) -> NoReturn:
+    """Report a failure the user can act on (one line, or a JSON error) and exit."""
+    if json_output:
+        print_json({"ok": False, **({"code": code} if code else {}), "error": message})
+    else:
+        err_console.print(f"[bold red]error:[/] {escape(message)}")
+    raise typer.Exit(exit_code)
 
 
 def print_json(data: Any) -> None:

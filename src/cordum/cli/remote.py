@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import typer
 from rich.table import Table
 
-from cordum.cli.output import EXIT_FAILED, EXIT_USAGE, console, err_console, print_json
+from cordum.cli.output import EXIT_FAILED, EXIT_USAGE, console, fail, print_json
 from cordum.cli.policy import (
     ActorIdOpt,
     ActorTypeOpt,
@@ -66,21 +66,18 @@ def _call(action: Callable[[], T], json_output: bool) -> T:
     try:
         return action()
     except CordumUnavailable as exc:
-        _fail(json_output, "unavailable", str(exc), EXIT_UNAVAILABLE)
+        fail(json_output, str(exc), code="unavailable", exit_code=EXIT_UNAVAILABLE)
     except CordumAPIError as exc:
         message = str(exc)
         if exc.status == 401:
             message += "\nThe CLI sends $CORDUM_API_KEY: export CORDUM_API_KEY=<your key>."
-        _fail(json_output, exc.code, message, EXIT_USAGE if exc.status < 500 else EXIT_FAILED)
+        fail(
+            json_output,
+            message,
+            code=exc.code,
+            exit_code=EXIT_USAGE if exc.status < 500 else EXIT_FAILED,
+        )
     raise AssertionError("unreachable")
-
-
-def _fail(json_output: bool, code: str, message: str, exit_code: int) -> None:
-    if json_output:
-        print_json({"ok": False, "code": code, "error": message})
-    else:
-        err_console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(exit_code)
 
 
 STATE_STYLES = {
@@ -178,7 +175,7 @@ def submit(
                 _print_rejection(exc)
             raise typer.Exit(EXIT_FAILED) from None
         except CordumError as exc:
-            _fail(json_output, "job_failed", str(exc), EXIT_FAILED)
+            fail(json_output, str(exc), code="job_failed", exit_code=EXIT_FAILED)
     if json_output:
         print_json({"ok": True, "result" if wait else "answer": answer})
     elif wait:
