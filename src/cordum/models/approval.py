@@ -12,6 +12,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cordum.models.state import JobState
+
 
 class ApprovalStatus(StrEnum):
     """Where an approval stands."""
@@ -59,10 +61,23 @@ class ApprovalRecord(BaseModel):
     )
 
 
+CLOSING_STATUS = {
+    JobState.CANCELLED: ApprovalStatus.CANCELLED,
+    JobState.TIMEOUT: ApprovalStatus.EXPIRED,
+    JobState.DENIED: ApprovalStatus.INVALIDATED,
+}
+"""What a pending approval becomes when its job leaves APPROVAL_REQUIRED without one."""
+
+
 def closed_by_transition(
-    approval: ApprovalRecord, status: ApprovalStatus, at: float, reason: str
-) -> ApprovalRecord:
-    """A pending approval settled by something other than a human (cancel, deadline, expiry)."""
+    approval: ApprovalRecord, target: JobState, at: float, reason: str
+) -> ApprovalRecord | None:
+    """The approval settled to match a job that left APPROVAL_REQUIRED for ``target``
+    without a human's answer (cancel, deadline), so the two never disagree; None when
+    it needs no change (already settled, or a target that settles nothing)."""
+    status = CLOSING_STATUS.get(target)
+    if status is None or approval.status.resolved:
+        return None
     return approval.model_copy(
         update={"status": status, "resolved_at": at, "resolution_reason": reason}
     )

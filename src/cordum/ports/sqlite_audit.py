@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Mapping
 from typing import Any
 
 from cordum.models.audit import GENESIS_HASH, AuditDraft, AuditEvent, ChainHasher
@@ -97,50 +96,29 @@ class AuditChains:
         """Drop the cached heads (after a rollback they may name events that are gone)."""
         self._heads.clear()
 
-    def append(
-        self,
-        db: sqlite3.Connection,
-        tenant_id: str,
-        kind: str,
-        *,
-        subject: str | None = None,
-        actor: str | None = None,
-        data: Mapping[str, Any] | None = None,
-        at_ms: int | None = None,
-    ) -> tuple[int, str]:
-        """Seal one event after the chain's head; returns its ``(seq, event_hash)``."""
+    def append(self, db: sqlite3.Connection, draft: AuditDraft) -> tuple[int, str]:
+        """Seal ``draft`` after its chain's head; returns the event's ``(seq, event_hash)``."""
+        tenant_id = draft.tenant_id
         seq, prev = self.head(db, tenant_id)
         seq += 1
-        at = int(time.time() * 1000) if at_ms is None else at_ms
+        at = int(time.time() * 1000) if draft.at_ms is None else draft.at_ms
         fields = {
             "tenant_id": tenant_id,
             "seq": seq,
-            "kind": kind,
+            "kind": draft.kind,
             "at_ms": at,
-            "actor": actor,
-            "subject": subject,
-            "data": {} if data is None else dict(data),
+            "actor": draft.actor,
+            "subject": draft.subject,
+            "data": dict(draft.data),
             "prev_hash": prev,
         }
         body, event_hash = self.hasher.seal_fields(fields)
         db.execute(
             f"INSERT INTO audit_events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (tenant_id, seq, kind, at, actor, subject, prev, event_hash, body),
+            (tenant_id, seq, draft.kind, at, draft.actor, draft.subject, prev, event_hash, body),
         )
         self._heads[tenant_id] = (seq, event_hash)
         return seq, event_hash
-
-    def append_draft(self, db: sqlite3.Connection, draft: AuditDraft) -> tuple[int, str]:
-        """:meth:`append` for a caller's :class:`AuditDraft`."""
-        return self.append(
-            db,
-            draft.tenant_id,
-            draft.kind,
-            subject=draft.subject,
-            actor=draft.actor,
-            data=draft.data,
-            at_ms=draft.at_ms,
-        )
 
 
 def event_from_row(row: tuple[Any, ...]) -> AuditEvent:

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from cordum.models.approval import ApprovalRecord, ApprovalStatus, closed_by_transition
+from cordum.models.approval import ApprovalRecord, closed_by_transition
 from cordum.models.audit import AuditCheckpoint, AuditDraft, AuditEvent, AuditRow
+from cordum.models.audit_events import approval_event
 from cordum.models.keys import ApiKeyRecord
 from cordum.models.policy_records import PolicyBundleRecord, PolicySnapshotRecord
 from cordum.models.state import JobState
@@ -47,33 +48,6 @@ CREATE TABLE IF NOT EXISTS api_keys (
 );
 """
 
-CLOSING_STATUS = {
-    JobState.CANCELLED: ApprovalStatus.CANCELLED,
-    JobState.TIMEOUT: ApprovalStatus.EXPIRED,
-    JobState.DENIED: ApprovalStatus.INVALIDATED,
-}
-"""What a pending approval becomes when its job leaves APPROVAL_REQUIRED without one."""
-
-
-def approval_audit(approval: ApprovalRecord) -> AuditDraft:
-    """The audit event that records an approval reaching its current status."""
-    return AuditDraft(
-        tenant_id=approval.tenant_id,
-        kind=f"approval.{approval.status.value}",
-        subject=approval.job_id,
-        actor=approval.resolved_by if approval.status.resolved else approval.requested_by,
-        data={
-            "gate": approval.gate,
-            "rule_id": approval.rule_id,
-            "policy_snapshot": approval.policy_snapshot,
-            "job_hash": approval.job_hash,
-            "resolved_key": approval.resolved_key,
-            "reason": approval.resolution_reason or approval.reason,
-            "note": approval.note,
-            "resolved_snapshot": approval.resolved_snapshot,
-        },
-    )
-
 
 class RecordTables:
     """Approvals, policy bundles and snapshots, API keys and the audit chain on SQLite."""
@@ -86,7 +60,7 @@ class RecordTables:
 
     def _write_audit(self, db: sqlite3.Connection, drafts: Sequence[AuditDraft]) -> None:
         for draft in drafts:
-            self._audit.append_draft(db, draft)
+            self._audit.append(db, draft)
 
     def _write_approval(self, db: sqlite3.Connection, approval: ApprovalRecord) -> None:
         db.execute(
@@ -101,7 +75,7 @@ class RecordTables:
                 approval.model_dump_json(),
             ),
         )
-        self._audit.append_draft(db, approval_audit(approval))
+        self._audit.append(db, approval_event(approval))
 
     def _closed_approval(
         self, db: sqlite3.Connection, job_id: str, target: JobState, at: float, reason: str
@@ -111,11 +85,7 @@ class RecordTables:
         row = db.execute("SELECT data FROM approvals WHERE job_id=?", (job_id,)).fetchone()
         if row is None:
             return None
-        approval = ApprovalRecord.model_validate_json(row[0])
-        if approval.status.resolved:
-            return None
-        status = CLOSING_STATUS.get(target)
-        return None if status is None else closed_by_transition(approval, status, at, reason)
+        return closed_by_transition(ApprovalRecord.model_validate_json(row[0]), target, at, reason)
 
     # --- approvals --------------------------------------------------------------------------
 
@@ -286,7 +256,7 @@ class RecordTables:
         placed: list[tuple[str, int]] = []
         async with self._tx() as db:
             for draft in drafts:
-                seq, _ = self._audit.append_draft(db, draft)
+                seq, _ = self._audit.append(db, draft)
                 placed.append((draft.tenant_id, seq))
         events = []
         for tenant_id, seq in placed:

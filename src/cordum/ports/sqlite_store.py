@@ -36,6 +36,7 @@ from typing import IO, Any
 
 from cordum.models.approval import ApprovalRecord
 from cordum.models.audit import AuditDraft, ChainHasher
+from cordum.models.audit_events import decision_event, transition_event
 from cordum.models.pipeline import (
     DecisionEntry,
     DLQEntry,
@@ -528,24 +529,12 @@ class SqliteStore(RecordTables):
         at: float,
         reason: str,
     ) -> None:
-        src = None if source is None else source.value
         db.execute(
             "INSERT INTO job_events (job_id, from_state, to_state, at, reason)"
             " VALUES (?, ?, ?, ?, ?)",
-            (job.id, src, target.value, at, reason),
+            (job.id, None if source is None else source.value, target.value, at, reason),
         )
-        data: dict[str, Any] = {"from": src, "to": target.value, "reason": reason}
-        if source is None:
-            data["topic"] = job.topic
-        self._audit.append(
-            db,
-            job.tenant_id,
-            "job.transition",
-            subject=job.id,
-            actor=job.submitter if source is None else None,
-            data=data,
-            at_ms=int(at * 1000),
-        )
+        self._audit.append(db, transition_event(job, source, target, at, reason))
 
     def _insert_decision(
         self, db: sqlite3.Connection, tenant_id: str, decision: DecisionEntry
@@ -554,21 +543,7 @@ class SqliteStore(RecordTables):
             "INSERT INTO decisions (job_id, data) VALUES (?, ?)",
             (decision.job_id, decision.model_dump_json()),
         )
-        self._audit.append(
-            db,
-            tenant_id,
-            "decision",
-            subject=decision.job_id,
-            data={
-                "gate": decision.gate.value,
-                "decision": decision.decision.value,
-                "rule_id": decision.rule_id,
-                "policy_snapshot": decision.policy_snapshot,
-                "reason": decision.reason,
-                "safety_bypassed": decision.safety_bypassed,
-            },
-            at_ms=int(decision.at * 1000),
-        )
+        self._audit.append(db, decision_event(tenant_id, decision))
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
