@@ -77,21 +77,17 @@ def policy_source(settings: Settings) -> PolicySource:
     return PolicySource({BASE_BUNDLE: DENY_ALL_POLICY}, "deny-all (no --policy given)")
 
 
-def audit_hmac_key(settings: Settings) -> bytes | None:
-    """The audit HMAC key of ``settings`` (``CORDUM_AUDIT_HMAC_KEY``), if any."""
-    return hmac_key_bytes(settings.audit_hmac_key)
+def open_store(settings: Settings, hasher: ChainHasher | None = None) -> SqliteStore:
+    """The embedded store, sealing audit events with ``hasher`` (else the one ``settings``
+    configure: ``CORDUM_AUDIT_HMAC_KEY``).
 
-
-def open_store(settings: Settings) -> SqliteStore:
-    """The embedded store alone, sealing audit events exactly as a running plane does.
-
-    For commands that work on a stopped server's data (``cordum keys --data-dir``);
+    Also for commands that work on a stopped server's data (``cordum keys --data-dir``);
     raises :class:`~cordum.ports.sqlite_store.StoreLockedError` while a server holds it.
     """
     return SqliteStore(
         settings.store_path,
         durable=settings.durable_writes,
-        hasher=ChainHasher(audit_hmac_key(settings)),
+        hasher=hasher or ChainHasher(hmac_key_bytes(settings.audit_hmac_key)),
     )
 
 
@@ -118,14 +114,8 @@ class ControlPlane:
         policy's canonical form is what the first start publishes.
         """
         self.settings = settings
-        self.hasher = ChainHasher(audit_hmac_key(settings))
-        self.store: Store = (
-            store
-            if store is not None
-            else SqliteStore(
-                settings.store_path, durable=settings.durable_writes, hasher=self.hasher
-            )
-        )
+        self.hasher = ChainHasher(hmac_key_bytes(settings.audit_hmac_key))
+        self.store: Store = store if store is not None else open_store(settings, self.hasher)
         self.audit = AuditTrail(
             self.store,
             self.hasher,
