@@ -15,10 +15,10 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cordum.models.audit import (
     AuditCheckpoint,
@@ -34,6 +34,7 @@ from cordum.services.audit import CheckpointSigner, checkpoint_is_genuine, verif
 log = logging.getLogger(__name__)
 
 READ_BATCH = 20_000
+Sealed = TypeVar("Sealed", AuditEvent, AuditRow)
 EXPORT_FORMAT = "cordum-audit/1"
 
 
@@ -105,28 +106,22 @@ class AuditTrail:
             return {}
         return {self.signer.key_id: self.signer.public_key}
 
-    async def events(self, tenant_id: str) -> AsyncIterator[AuditEvent]:
+    def events(self, tenant_id: str) -> AsyncIterator[AuditEvent]:
         """Every event of a chain, in sequence order, read in batches."""
-        after = 0
-        while True:
-            batch = await self.store.list_audit(
+        return _in_batches(
+            lambda after: self.store.list_audit(
                 AuditFilter(tenant_id=tenant_id, after_seq=after), limit=READ_BATCH
             )
-            for event in batch:
-                yield event
-            if len(batch) < READ_BATCH:
-                return
-            after = batch[-1].seq
+        )
 
     async def verify(self, tenant_id: str) -> VerifyReport:
         """Verify one chain, with its checkpoints."""
-        rows: list[AuditRow] = []
-        while True:
-            after = rows[-1].seq if rows else 0
-            batch = await self.store.audit_rows(tenant_id, after_seq=after, limit=READ_BATCH)
-            rows.extend(batch)
-            if len(batch) < READ_BATCH:
-                break
+        rows = [
+            row
+            async for row in _in_batches(
+                lambda after: self.store.audit_rows(tenant_id, after_seq=after, limit=READ_BATCH)
+            )
+        ]
         checkpoints = await self.store.list_audit_checkpoints(tenant_id)
         # Hashing a long chain takes CPU for a while: off the event loop, so dispatch and
         # approvals keep moving while someone verifies.
@@ -203,6 +198,20 @@ class AuditTrail:
             yield json.dumps({"type": "event", **event.model_dump(mode="json")}) + "\n"
         for checkpoint in checkpoints:
             yield json.dumps({"type": "checkpoint", **checkpoint.model_dump(mode="json")}) + "\n"
+
+
+async def _in_batches(
+    fetch: Callable[[int], Awaitable[Sequence[Sealed]]],
+) -> AsyncIterator[Sealed]:
+    """Everything ``fetch(after_seq)`` pages through, in order, :data:`READ_BATCH` at a time."""
+    after = 0
+    while True:
+        batch = await fetch(after)
+        for item in batch:
+            yield item
+        if len(batch) < READ_BATCH:
+            return
+        after = batch[-1].seq
 
 
 def read_export(lines: Iterable[str], *, source: str = "<export>") -> Chain:
