@@ -18,6 +18,7 @@ from cordum.models.keys import ApiKeyRecord
 from cordum.models.policy_records import PolicyBundleRecord, PolicySnapshotRecord
 from cordum.models.state import JobState
 from cordum.ports.sqlite_audit import EVENT_COLUMNS, AuditChains, event_from_row
+from cordum.ports.sqlite_pages import in_clause, newest_first
 from cordum.ports.store import ApprovalFilter, ApprovalPage, AuditFilter, with_snapshot_version
 
 RECORD_SCHEMA = """
@@ -101,23 +102,20 @@ class RecordTables:
         where: list[str] = []
         args: list[Any] = []
         if filters.tenant_ids is not None:
-            where.append(f"tenant_id IN ({', '.join('?' * len(filters.tenant_ids))})")
-            args.extend(sorted(filters.tenant_ids))
+            clause, values = in_clause("tenant_id", filters.tenant_ids)
+            where.append(clause)
+            args.extend(values)
         if filters.statuses:
-            where.append(f"status IN ({', '.join('?' * len(filters.statuses))})")
-            args.extend(sorted(s.value for s in filters.statuses))
+            clause, values = in_clause("status", (s.value for s in filters.statuses))
+            where.append(clause)
+            args.extend(values)
         if filters.expires_before is not None:
             where.append("expires_at IS NOT NULL AND expires_at <= ?")
             args.append(filters.expires_before)
-        if cursor is not None:
-            where.append("seq < ?")
-            args.append(cursor_value(cursor))
-        sql = "SELECT seq, data FROM approvals"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        rows = self._db.execute(f"{sql} ORDER BY seq DESC LIMIT ?", (*args, limit + 1)).fetchall()
-        approvals = [ApprovalRecord.model_validate_json(data) for _, data in rows[:limit]]
-        next_cursor = str(rows[limit - 1][0]) if len(rows) > limit else None
+        page, next_cursor = newest_first(
+            self._db, "approvals", where, args, cursor=cursor, limit=limit
+        )
+        approvals = [ApprovalRecord.model_validate_json(data) for data in page]
         return ApprovalPage(approvals=approvals, next_cursor=next_cursor)
 
     # --- policy -----------------------------------------------------------------------------
@@ -272,8 +270,9 @@ class RecordTables:
         where = ["tenant_id = ?", "seq > ?"]
         args: list[Any] = [filters.tenant_id, filters.after_seq]
         if filters.kinds:
-            where.append(f"kind IN ({', '.join('?' * len(filters.kinds))})")
-            args.extend(sorted(filters.kinds))
+            clause, values = in_clause("kind", filters.kinds)
+            where.append(clause)
+            args.extend(values)
         if filters.kind_prefix is not None:
             where.append("substr(kind, 1, ?) = ?")
             args.extend((len(filters.kind_prefix), filters.kind_prefix))
@@ -328,14 +327,3 @@ class RecordTables:
             "SELECT data FROM audit_checkpoints WHERE tenant_id=? ORDER BY seq", (tenant_id,)
         ).fetchall()
         return [AuditCheckpoint.model_validate_json(data) for (data,) in rows]
-
-
-def cursor_value(cursor: str) -> int:
-    """The row number a page cursor names; ValueError for anything else."""
-    try:
-        value = int(cursor)
-    except ValueError:
-        value = -1
-    if not 0 <= value < 2**63:
-        raise ValueError(f"invalid cursor {cursor!r}; pass the next_cursor of a page")
-    return value

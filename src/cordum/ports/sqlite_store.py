@@ -52,7 +52,8 @@ from cordum.ports.sqlite_audit import (
     AuditKeyMismatchError,
     check_sealing,
 )
-from cordum.ports.sqlite_records import RECORD_SCHEMA, RecordTables, cursor_value
+from cordum.ports.sqlite_pages import in_clause, newest_first
+from cordum.ports.sqlite_records import RECORD_SCHEMA, RecordTables
 from cordum.ports.store import (
     ConflictError,
     CreateOutcome,
@@ -272,17 +273,10 @@ class SqliteStore(RecordTables):
     ) -> JobPage:
         """See :meth:`cordum.ports.store.Store.list_jobs`."""
         where, args = _job_filter_sql(filters)
-        if cursor is not None:
-            where.append("seq < ?")
-            args.append(cursor_value(cursor))
-        sql = "SELECT seq, data FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq DESC LIMIT ?"
-        rows = self._db.execute(sql, (*args, limit + 1)).fetchall()
-        jobs = [JobRecord.model_validate_json(data) for _, data in rows[:limit]]
-        next_cursor = str(rows[limit - 1][0]) if len(rows) > limit else None
-        return JobPage(jobs=jobs, next_cursor=next_cursor)
+        page, next_cursor = newest_first(self._db, "jobs", where, args, cursor=cursor, limit=limit)
+        return JobPage(
+            jobs=[JobRecord.model_validate_json(data) for data in page], next_cursor=next_cursor
+        )
 
     async def transition(
         self,
@@ -413,20 +407,14 @@ class SqliteStore(RecordTables):
         """See :meth:`cordum.ports.store.Store.list_dlq`."""
         where: list[str] = []
         args: list[Any] = []
-        if cursor is not None:
-            where.append("seq < ?")
-            args.append(cursor_value(cursor))
         if tenant_ids is not None:
             # The DLQ is small and rarely listed: the tenant is read from the entry itself
             # rather than kept in a column of its own.
-            where.append(
-                f"json_extract(data, '$.tenant_id') IN ({', '.join('?' * len(tenant_ids))})"
-            )
-            args.extend(sorted(tenant_ids))
-        sql = "SELECT seq, data FROM dlq" + (" WHERE " + " AND ".join(where) if where else "")
-        rows = self._db.execute(f"{sql} ORDER BY seq DESC LIMIT ?", (*args, limit + 1)).fetchall()
-        entries = [DLQEntry.model_validate_json(data) for _, data in rows[:limit]]
-        next_cursor = str(rows[limit - 1][0]) if len(rows) > limit else None
+            clause, values = in_clause("json_extract(data, '$.tenant_id')", tenant_ids)
+            where.append(clause)
+            args.extend(values)
+        page, next_cursor = newest_first(self._db, "dlq", where, args, cursor=cursor, limit=limit)
+        entries = [DLQEntry.model_validate_json(data) for data in page]
         return DLQPage(entries=entries, next_cursor=next_cursor)
 
     async def get_dlq(self, job_id: str) -> DLQEntry | None:
@@ -571,14 +559,16 @@ def _job_filter_sql(filters: JobFilter) -> tuple[list[str], list[Any]]:
         where.append("tenant_id = ?")
         args.append(filters.tenant_id)
     if filters.tenant_ids is not None:
-        where.append(f"tenant_id IN ({', '.join('?' * len(filters.tenant_ids))})")
-        args.extend(sorted(filters.tenant_ids))
+        clause, values = in_clause("tenant_id", filters.tenant_ids)
+        where.append(clause)
+        args.extend(values)
     if filters.submitter_key is not None:
         where.append("submitter_key = ?")
         args.append(filters.submitter_key)
     if filters.states:
-        where.append(f"state IN ({', '.join('?' * len(filters.states))})")
-        args.extend(sorted(s.value for s in filters.states))
+        clause, values = in_clause("state", (s.value for s in filters.states))
+        where.append(clause)
+        args.extend(values)
     if filters.topic is not None:
         where.append("topic = ?")
         args.append(filters.topic)
