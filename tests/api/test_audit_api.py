@@ -137,3 +137,10 @@ async def test_bad_filters_are_422(harness: Harness) -> None:
     assert_error(await harness.http.get(f"{AUDIT}/events", params={"cursor": -1}), 422)
     assert_error(await harness.http.get(f"{AUDIT}/events", params={"since": "yesterday"}), 422)
     assert_error(await harness.http.get(f"{AUDIT}/events", params={"limit": 0}), 422)
+
+
+@pytest.mark.parametrize("path", [f"{AUDIT}/events", "/api/v1/policy/audit"])
+async def test_a_cursor_beyond_any_sequence_number_is_422_not_500(
+    harness: Harness, path: str
+) -> None:
+    assert_error(await harness.http.get(path, params={"cursor": 10**20}), 422)

@@ -27,6 +27,16 @@ TENANT = Query(
 )
 
 
+CURSOR = Query(0, ge=0, le=2**63 - 1, description="The `next_cursor` of the previous page.")
+"""An audit listing's cursor: the last sequence number seen (SQLite integers end at 2**63)."""
+
+
+def events_page(events: list[AuditEvent], limit: int) -> dict[str, Any]:
+    """``{events, next_cursor}`` from ``limit + 1`` events read after the cursor."""
+    next_cursor = str(events[limit - 1].seq) if len(events) > limit else None
+    return {"events": [event_view(e) for e in events[:limit]], "next_cursor": next_cursor}
+
+
 def event_view(event: AuditEvent) -> dict[str, Any]:
     """An event as the API shows it: every sealed field, the hashes and the hashed body."""
     view = event.model_dump(mode="json")
@@ -75,9 +85,7 @@ async def list_events(
     actor: str | None = None,
     since: Annotated[datetime | None, Query(description="ISO-8601; at or after.")] = None,
     until: Annotated[datetime | None, Query(description="ISO-8601; before.")] = None,
-    cursor: int = Query(
-        0, ge=0, le=2**63 - 1, description="The `next_cursor` of the previous page."
-    ),
+    cursor: int = CURSOR,
     limit: int = Query(100, ge=1, le=1000),
 ) -> dict[str, Any]:
     """Events of one chain, oldest first, ``limit`` at a time."""
@@ -94,12 +102,7 @@ async def list_events(
         until_ms=_ms(until),
     )
     events = await plane_of(request).store.list_audit(filters, limit=limit + 1)
-    next_cursor = str(events[limit - 1].seq) if len(events) > limit else None
-    return {
-        "tenant_id": chain,
-        "events": [event_view(e) for e in events[:limit]],
-        "next_cursor": next_cursor,
-    }
+    return {"tenant_id": chain, **events_page(events, limit)}
 
 
 @router.get("/verify")

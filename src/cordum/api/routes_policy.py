@@ -21,7 +21,7 @@ from cordum.api.auth import CanRead, record_failure, require
 from cordum.api.body import read_bytes, read_object
 from cordum.api.deps import plane_of
 from cordum.api.errors import ApiError, invalid, not_found
-from cordum.api.routes_audit import event_view
+from cordum.api.routes_audit import CURSOR, events_page
 from cordum.api.views import iso
 from cordum.models.keys import Permission, Principal, Role
 from cordum.models.policy_records import PolicyBundleRecord, PolicySnapshotRecord
@@ -332,10 +332,9 @@ async def rollback(request: Request, principal: CanAdminPolicy) -> dict[str, Any
 async def policy_audit(
     request: Request,
     _: CanAuditSystem,
-    cursor: int = Query(0, ge=0, description="The `next_cursor` of the previous page."),
+    cursor: int = CURSOR,
     limit: int = Query(100, ge=1, le=1000),
 ) -> dict[str, Any]:
     """Policy events (bundle edits, publishes, rollbacks), oldest first, ``limit`` at a time."""
     events = await plane_of(request).policy_admin.audit(after_seq=cursor, limit=limit + 1)
-    next_cursor = str(events[limit - 1].seq) if len(events) > limit else None
-    return {"events": [event_view(e) for e in events[:limit]], "next_cursor": next_cursor}
+    return events_page(events, limit)
