@@ -13,7 +13,7 @@ help:
 	@echo "make demo   - install into $(VENV) and run a 60-second tour of the Safety Kernel"
 	@echo "make test   - lint (ruff + mypy), then the whole test suite"
 	@echo "make lint   - ruff and mypy only"
-	@echo "make bench  - policy, submit, pipeline, audit and hot-swap benchmarks (docs/benchmarks.md)"
+	@echo "make bench  - policy, submit, pipeline (embedded and distributed), audit and hot-swap benchmarks"
 	@echo "make format - apply ruff's formatter and safe fixes"
 
 $(STAMP): pyproject.toml
@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/policy_eval.py
 	$(BIN)/python bench/submit_http.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/pipeline.py --distributed
 	$(BIN)/python bench/audit_verify.py
 	$(BIN)/python bench/policy_hotswap.py
 

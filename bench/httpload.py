@@ -118,3 +118,24 @@ async def open_loop(
     while not pool.empty():
         pool.get_nowait().close()
     return result
+
+
+async def closed_loop(
+    url: str, body: dict[str, Any], *, jobs: int, concurrency: int, headers: Mapping[str, str]
+) -> float:
+    """POST ``body`` to ``/api/v1/jobs`` ``jobs`` times over ``concurrency`` connections,
+    each sending its next request when the last is answered; returns the start time."""
+    counter = iter(range(jobs))
+    encoded = json.dumps(body).encode()
+
+    async def submitter() -> None:
+        connection = await Connection.open(url, headers)
+        for _ in counter:
+            status, payload = await connection.post("/api/v1/jobs", encoded)
+            if status != 200:
+                raise RuntimeError(f"submit answered {status}: {payload[:200]!r}")
+        connection.close()
+
+    start = time.time()
+    await asyncio.gather(*(submitter() for _ in range(concurrency)))
+    return start

@@ -15,7 +15,12 @@ Runs ``cordum up`` (embedded) in a subprocess and reports:
 Targets on the 2-core reference machine: >= 1,000 jobs/s; p50 dispatch to an idle
 external worker <= 10 ms.
 
+``--distributed`` measures the same figures with the roles as processes on NATS and
+Redis instead (bench/distributed.py), with 1 and 2 scheduler replicas (``--schedulers``).
+Targets: >= 1,000 jobs/s and p99 <= 50 ms at 500 jobs/s.
+
     python bench/pipeline.py [--jobs 20000] [--rate 500] [--json FILE] [--quick]
+    python bench/pipeline.py --distributed [--schedulers 1 2] [--jobs 20000] [--rate 500]
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from typing import Any
 import httpx
 
 from benchlib import AUTH, cordum_up, machine, percentile
-from httpload import Connection, open_loop
+from httpload import closed_loop, open_loop
 
 HERE = Path(__file__).resolve().parent
 
@@ -64,30 +69,15 @@ def wait_done(url: str, expected: int, timeout: float = 300) -> None:
     raise RuntimeError(f"only some of {expected} jobs finished in {timeout} s")
 
 
-async def closed_loop(url: str, jobs: int, concurrency: int) -> float:
-    """Submit ``jobs`` allowed jobs with ``concurrency`` connections; returns the start time."""
-    counter = iter(range(jobs))
-    body = json.dumps({"topic": "job.demo.greet", "context": {"name": "bench"}}).encode()
-
-    async def submitter() -> None:
-        connection = await Connection.open(url, AUTH)
-        for _ in counter:
-            status, payload = await connection.post("/api/v1/jobs", body)
-            if status != 200:
-                raise RuntimeError(f"submit answered {status}: {payload[:200]!r}")
-        connection.close()
-
-    start = time.time()
-    await asyncio.gather(*(submitter() for _ in range(concurrency)))
-    return start
-
-
 def throughput(jobs: int, concurrency: int) -> dict[str, Any]:
     """End-to-end jobs/s with in-process workers."""
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         with cordum_up(data_dir) as url:
-            start = asyncio.run(closed_loop(url, jobs, concurrency))
+            body = {"topic": "job.demo.greet", "context": {"name": "bench"}}
+            start = asyncio.run(
+                closed_loop(url, body, jobs=jobs, concurrency=concurrency, headers=AUTH)
+            )
             submitted = time.time()
             wait_done(url, jobs)
         stored = stored_jobs(data_dir)
@@ -181,6 +171,27 @@ def _latency_figures(values: list[float]) -> dict[str, Any]:
     }
 
 
+def run_distributed(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Throughput and latency with each number of scheduler replicas."""
+    import distributed
+
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for kernel in args.kernel:
+            for count in args.schedulers:
+                logs = Path(tmp) / f"{kernel}-s{count}"
+                logs.mkdir()
+                run = {
+                    "throughput": distributed.throughput(
+                        count, args.jobs, args.concurrency, logs, kernel
+                    ),
+                    "latency": distributed.latency(count, args.rate, args.duration, logs, kernel),
+                }
+                print(json.dumps(run), flush=True)
+                runs.append(run)
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -192,10 +203,29 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=300, help="jobs per external run")
     parser.add_argument("--quick", action="store_true", help="small runs, for a smoke test")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--distributed", action="store_true", help="roles as processes on NATS + Redis"
+    )
+    parser.add_argument(
+        "--schedulers", type=int, nargs="+", default=[1, 2], help="replicas, --distributed"
+    )
+    parser.add_argument(
+        "--kernel",
+        nargs="+",
+        choices=("remote", "local"),
+        default=["remote", "local"],
+        help="--distributed: the kernel service (gRPC) and/or decisions in-process",
+    )
     args = parser.parse_args()
     if args.quick:
         args.jobs, args.duration, args.samples = 2_000, 2.0, 50
     figures: dict[str, Any] = {"machine": machine()}
+    if args.distributed:
+        figures["distributed"] = run_distributed(args)
+        print(json.dumps(figures, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2))
+        return
     figures["throughput"] = throughput(args.jobs, args.concurrency)
     print(json.dumps(figures["throughput"]), flush=True)
     figures["latency"] = latency(args.rate, args.duration)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from cordum.models.subjects import valid_subject
 from cordum.services.safety import FailMode
 
 
@@ -72,6 +73,34 @@ class Settings:
     """The HMAC-SHA256 key that signs webhook notices (required with the URL)."""
     notify_slack_url: str | None = None
     """A Slack incoming-webhook URL to post approval notices to (a secret: never logged)."""
+    store_url: str | None = None
+    """``redis://…``: keep state in Redis (distributed mode) instead of the SQLite file."""
+    bus_url: str | None = None
+    """``nats://…``: carry notices and CAP packets on NATS JetStream instead of in-process."""
+    redis_prefix: str = "cordum:"
+    """Prefix of every Redis key the control plane owns (not CAP's ``ctx:``/``res:``)."""
+    bus_subject_prefix: str | None = None
+    """Prefix every NATS subject (isolates test runs; CAP workers need it unset)."""
+    bus_stream: str = "CORDUM"
+    """The JetStream stream that keeps submit notices and worker results."""
+    kernel_url: str | None = None
+    """``host:port`` of a ``cordum kernel`` (gRPC); unset: decide in this process."""
+    kernel_token: str | None = None
+    """Shared secret between the kernel service and its callers (metadata bearer token)."""
+    kernel_listen: str = "127.0.0.1:50051"
+    """Where ``cordum kernel`` listens."""
+    pool_subjects: tuple[str, ...] = ()
+    """Topic patterns whose jobs go to the CAP pool subject ``job.<topic>`` when no worker
+    that announces itself serves them (for CAP workers that send no heartbeats)."""
+    pool_subject_capacity: int = 64
+    """Jobs in flight at once per pool subject (nobody reports the pool's real size)."""
+    policy_follow_s: float = 2.0
+    """How often a replica checks the store for a policy another replica published."""
+
+    @property
+    def distributed(self) -> bool:
+        """Whether state and notices live in Redis and NATS (shared by replicas)."""
+        return bool(self.store_url and self.bus_url)
 
     @property
     def store_path(self) -> Path:
@@ -128,6 +157,33 @@ class Settings:
                 "CORDUM_NOTIFY_WEBHOOK_SECRET is required when CORDUM_NOTIFY_WEBHOOK_URL is"
                 " set: receivers need it to check that a notice really came from Cordum"
             )
+        if self.store_url and not self.store_url.startswith(("redis://", "rediss://")):
+            raise SettingsError(
+                "CORDUM_STORE_URL must be a redis:// or rediss:// URL (leave it unset for"
+                " the embedded SQLite store)"
+            )
+        if self.bus_url and not self.bus_url.startswith(("nats://", "tls://")):
+            raise SettingsError(
+                "CORDUM_BUS_URL must be a nats:// or tls:// URL (leave it unset for the"
+                " in-process bus)"
+            )
+        if bool(self.store_url) != bool(self.bus_url):
+            raise SettingsError(
+                "distributed mode needs both CORDUM_STORE_URL (Redis) and CORDUM_BUS_URL"
+                " (NATS): replicas share state through the one and notices through the other"
+            )
+        host, _, port = self.kernel_listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise SettingsError(
+                f"CORDUM_KERNEL_LISTEN must be HOST:PORT, e.g. 0.0.0.0:50051"
+                f" (got {self.kernel_listen!r})"
+            )
+        for pattern in self.pool_subjects:
+            if not valid_subject(pattern, pattern=True) or not pattern.startswith("job."):
+                raise SettingsError(
+                    f"CORDUM_POOL_SUBJECTS: {pattern!r} is not a topic pattern (job.<...>,"
+                    " '*' for one token, a final '>' for the rest)"
+                )
         for name in ("notify_webhook_url", "notify_slack_url", "public_url"):
             url = getattr(self, name)
             if url and not url.startswith(("http://", "https://")):
@@ -148,6 +204,8 @@ def _parse(name: str, text: str, kind: Any) -> Any:
             return float(text)
         if "Mapping" in kind:
             return _parse_pools(text)
+        if kind.startswith("tuple"):
+            return tuple(filter(None, (part.strip() for part in text.split(","))))
         if "Path" in kind:
             return Path(text)
     except ValueError as exc:

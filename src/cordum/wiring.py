@@ -9,22 +9,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
+
+import redis.asyncio as aioredis
 
 from cordum.config import Settings
 from cordum.models.audit import ChainHasher
-from cordum.policy import Policy, load, load_text
+from cordum.policy import Policy, VelocityStore, load, load_text
 from cordum.policy.loader import BASE_BUNDLE
 from cordum.ports import Bus, Store
+from cordum.ports.breaker import BreakerBackend
 from cordum.ports.memory_bus import MemoryBus
 from cordum.ports.sqlite_store import SqliteStore
+from cordum.services import subjects
 from cordum.services.approvals import Approvals
 from cordum.services.audit_trail import AuditTrail, hmac_key_bytes, load_signing_key
 from cordum.services.breaker import CircuitBreaker
+from cordum.services.bus_workers import BusWorkers
 from cordum.services.connections import InProcessLink, WorkerConnections
 from cordum.services.execution import Execution
 from cordum.services.kernel import Kernel, LocalKernel, PolicyHolder
 from cordum.services.keys import KeyService
+from cordum.services.lease import Lease, SoleProcess
 from cordum.services.metrics import Metrics
 from cordum.services.notify import hub_from_settings
 from cordum.services.policy_admin import (
@@ -33,6 +40,7 @@ from cordum.services.policy_admin import (
     source_from_path,
     source_from_policy,
 )
+from cordum.services.policy_follow import PolicyFollower
 from cordum.services.reconciler import Reconciler
 from cordum.services.safety import SafetyClient
 from cordum.services.scheduler import Scheduler, SchedulerSettings
@@ -40,6 +48,7 @@ from cordum.services.submission import Submitter
 from cordum.services.workers import WorkerDirectory, WorkerService
 
 if TYPE_CHECKING:
+    from cordum.ports.remote_kernel import RemoteKernel
     from cordum.sdk import Worker
 
 log = logging.getLogger(__name__)
@@ -91,12 +100,102 @@ def open_store(settings: Settings, hasher: ChainHasher | None = None) -> SqliteS
     )
 
 
+async def build_plane(
+    settings: Settings,
+    *,
+    roles: frozenset[str] = frozenset({"gateway", "scheduler"}),
+    component: str = "cordum",
+    policy: Policy | None = None,
+    source: PolicySource | None = None,
+) -> ControlPlane:
+    """The control plane ``settings`` describe: embedded (SQLite, in-process bus), or,
+    with ``CORDUM_STORE_URL`` and ``CORDUM_BUS_URL``, ``roles`` of it on Redis and NATS.
+
+    ``component`` names this process on the bus (the CAP ``sender_id`` of its packets).
+    ``policy`` (with its ``source``) replaces the policy the settings name.
+    """
+    if policy is None:
+        policy = load_policy(settings)
+        source = policy_source(settings) if source is None else source
+    if not settings.distributed:
+        return ControlPlane(settings, policy=policy, policy_source=source, roles=roles)
+    from cordum.ports.cap_codec import CapCodec
+    from cordum.ports.nats_bus import NatsBus
+    from cordum.ports.redis_breaker import RedisBreakerBackend
+    from cordum.ports.redis_lease import RedisLease
+    from cordum.ports.redis_store import RedisStore
+    from cordum.ports.redis_velocity import RedisVelocityStore
+
+    store_url, bus_url = settings.store_url or "", settings.bus_url or ""
+    prefix = settings.redis_prefix
+    hasher = ChainHasher(hmac_key_bytes(settings.audit_hmac_key))
+    store = await RedisStore.connect(store_url, prefix=prefix, hasher=hasher)
+    blobs = aioredis.from_url(store_url)
+    try:
+        bus = await NatsBus.connect(
+            bus_url,
+            name=component,
+            subject_prefix=settings.bus_subject_prefix,
+            codec=CapCodec(blobs, sender_id=component),
+            durable_subjects=(subjects.SUBMIT, subjects.RESULT),
+            stream=settings.bus_stream,
+        )
+    except BaseException:
+        await store.close()
+        await blobs.aclose()
+        raise
+    kernel = await _remote_kernel(settings)
+    lease_ttl = max(3 * settings.reconcile_interval_s, 5.0)
+    plane = ControlPlane(
+        settings,
+        policy=policy,
+        policy_source=source,
+        store=store,
+        bus=bus,
+        kernel=kernel,
+        roles=roles,
+        leases=lambda name: RedisLease(blobs, name, ttl_s=lease_ttl, prefix=prefix),
+        shared_bus=True,
+        velocity=RedisVelocityStore(store_url, f"{prefix}velocity"),
+        breakers=lambda gate: RedisBreakerBackend(
+            store_url, f"kernel-gate-{gate}", prefix=f"{prefix}breaker"
+        ),
+    )
+    plane.on_stop(blobs.aclose)
+    if kernel is not None:
+        plane.on_stop(kernel.close)
+    return plane
+
+
+async def _remote_kernel(settings: Settings) -> RemoteKernel | None:
+    """The kernel service of ``CORDUM_KERNEL_URL``, or None to decide in this process."""
+    if not settings.kernel_url:
+        return None
+    from cordum.ports.remote_kernel import RemoteKernel
+
+    kernel = RemoteKernel(
+        settings.kernel_url, token=settings.kernel_token, timeout=settings.gate_b_timeout_s
+    )
+    try:
+        await kernel.connect()
+    except Exception as exc:  # not fatal: the fail mode decides while it is down
+        log.warning("the kernel at %s is not answering yet: %s", settings.kernel_url, exc)
+    return kernel
+
+
 NOTIFY_DRAIN_S = 5.0
 """How long a stopping control plane waits for notifications still being delivered."""
 
 
+GATEWAY = "gateway"
+SCHEDULER = "scheduler"
+ALL_ROLES = frozenset({GATEWAY, SCHEDULER})
+"""The roles a :class:`ControlPlane` can play; the kernel service is its own process
+(:mod:`cordum.api.kernel_grpc`)."""
+
+
 class ControlPlane:
-    """Every role of Cordum in one process, sharing one store and one bus."""
+    """Roles of Cordum in one process (all of them in embedded mode), on one store and bus."""
 
     def __init__(
         self,
@@ -107,12 +206,27 @@ class ControlPlane:
         bus: Bus | None = None,
         kernel: Kernel | None = None,
         policy_source: PolicySource | None = None,
+        roles: frozenset[str] = ALL_ROLES,
+        leases: Callable[[str], Lease] = SoleProcess,
+        shared_bus: bool = False,
+        velocity: VelocityStore | None = None,
+        breakers: Callable[[str], BreakerBackend] | None = None,
     ) -> None:
         """``policy`` decides until :meth:`start` syncs with the store's active snapshot.
 
         ``policy_source`` is its bundle texts (see :func:`policy_source`); without it the
-        policy's canonical form is what the first start publishes.
+        policy's canonical form is what the first start publishes. ``roles`` picks what
+        this process runs (gateway: API-side services; scheduler: gate B, dispatch, bus
+        workers, reconciler). ``leases`` names the lease of work only one replica may do
+        at a time. ``shared_bus``: other processes share the bus and store (distributed
+        mode), so this process follows policy changes made elsewhere. ``velocity`` and
+        ``breakers`` (by gate) are the counters and breaker states the replicas share.
         """
+        unknown = roles - ALL_ROLES
+        if unknown or not roles:
+            raise ValueError(f"roles must be some of {sorted(ALL_ROLES)}, not {sorted(roles)}")
+        self.roles = roles
+        self.shared_bus = shared_bus
         self.settings = settings
         self.hasher = ChainHasher(hmac_key_bytes(settings.audit_hmac_key))
         self.store: Store = store if store is not None else open_store(settings, self.hasher)
@@ -121,11 +235,13 @@ class ControlPlane:
             self.hasher,
             load_signing_key(settings.audit_signing_key_path),
             checkpoint_interval_s=settings.audit_checkpoint_s,
+            lease=leases("audit-checkpoints"),
         )
         self.bus: Bus = bus if bus is not None else MemoryBus()
-        self.bus_durable = False
+        self.bus_durable = shared_bus
         self.metrics = Metrics()
-        self.holder = PolicyHolder(policy)
+        self._breakers = breakers
+        self.holder = PolicyHolder(policy, velocity)
         self.kernel: Kernel = kernel if kernel is not None else LocalKernel(self.holder)
         self.gate_a = self._safety_client("A", settings.gate_a_timeout_s)
         self.gate_b = self._safety_client("B", settings.gate_b_timeout_s, recheck=True)
@@ -139,6 +255,7 @@ class ControlPlane:
             default_ttl_s=settings.approval_ttl_s,
             sweep_interval_s=settings.approval_sweep_s,
             listener=self.notifier,
+            lease=leases("approval-expiry"),
         )
         self.submitter = Submitter(
             self.store,
@@ -160,7 +277,10 @@ class ControlPlane:
         )
         self.workers = WorkerService(self.store, self.bus, lost_after=settings.worker_lost_after_s)
         self.directory = WorkerDirectory(
-            lost_after=settings.worker_lost_after_s, static_pools=settings.pools
+            lost_after=settings.worker_lost_after_s,
+            static_pools=settings.pools,
+            pool_subjects=settings.pool_subjects,
+            pool_subject_capacity=settings.pool_subject_capacity,
         )
         self.scheduler = Scheduler(
             self.store,
@@ -187,15 +307,21 @@ class ControlPlane:
             interval=settings.reconcile_interval_s,
             dispatch_timeout=settings.dispatch_timeout_s,
             running_timeout=settings.running_timeout_s,
+            lease=leases("reconciler"),
         )
         self.connections = WorkerConnections(self.bus, self.execution, self.workers)
+        self.bus_workers = BusWorkers(self.bus, self.execution, self.workers)
         self.keys = KeyService(self.store)
         self.policy_admin = PolicyAdmin(self.store, self.holder)
+        self.policy_follower = PolicyFollower(
+            self.policy_admin, self.bus, interval=settings.policy_follow_s
+        )
         self.policy_source = policy_source or source_from_policy(
             policy, "the policy the control plane was built with"
         )
         self._worker_tasks: list[asyncio.Task[None]] = []
         self._local_workers: list[Worker] = []
+        self._closers: list[Callable[[], Awaitable[None]]] = []
         self.started = False
 
     def _safety_client(self, gate: str, timeout: float, recheck: bool = False) -> SafetyClient:
@@ -205,6 +331,7 @@ class ControlPlane:
             open_seconds=s.breaker_open_s,
             half_open_probes=s.breaker_probes,
             close_after_successes=s.breaker_successes,
+            backend=None if self._breakers is None else self._breakers(gate),
         )
         return SafetyClient(
             self.kernel,
@@ -217,15 +344,23 @@ class ControlPlane:
         )
 
     async def start(self) -> None:
-        """Start every role and re-drive whatever the last run left open."""
+        """Start this process's roles and re-drive whatever the last run left open."""
         # Before any role decides a job: the store's active snapshot is the one in force.
-        await self.policy_admin.sync_at_startup(self.policy_source)
-        await self.connections.start()
-        await self.scheduler.start()
-        await self.reconciler.recover(bus_durable=self.bus_durable)
-        self.reconciler.start()
-        self.approvals.start()
-        self.audit.start()
+        if GATEWAY in self.roles:
+            await self.policy_admin.sync_at_startup(self.policy_source)
+        else:
+            await self.policy_admin.follow()
+        if self.shared_bus:
+            await self.policy_follower.start()
+        if GATEWAY in self.roles:
+            await self.connections.start()
+            self.audit.start()
+        if SCHEDULER in self.roles:
+            await self.scheduler.start()
+            await self.bus_workers.start()
+            await self.reconciler.recover(bus_durable=self.bus_durable)
+            self.reconciler.start()
+            self.approvals.start()
         if self.hasher.algorithm == "sha256":
             log.warning(
                 "the audit chain is sealed with plain SHA-256: anyone who can write the"
@@ -233,6 +368,10 @@ class ControlPlane:
                 " host's disk) to make changes by database access detectable"
             )
         self.started = True
+
+    def on_stop(self, close: Callable[[], Awaitable[None]]) -> None:
+        """Run ``close`` last when the plane stops (resources the wiring opened for it)."""
+        self._closers.append(close)
 
     async def add_worker(self, worker: Worker) -> None:
         """Run an SDK worker inside this process, on the same dispatch path as remote ones."""
@@ -255,10 +394,84 @@ class ControlPlane:
                 await asyncio.wait_for(asyncio.gather(*self._worker_tasks), 10)
         await self.approvals.stop()
         await self.reconciler.stop()
+        await self.bus_workers.stop()
         await self.scheduler.stop()
         await self.connections.stop()
-        await self.audit.stop()
+        await self.policy_follower.stop()
+        if GATEWAY in self.roles:
+            await self.audit.stop()
+        for lease in (self.reconciler.lease, self.approvals.lease, self.audit.lease):
+            await lease.release()
         await self.notifier.drain(NOTIFY_DRAIN_S)
         await self.bus.close()
         await self.store.close()
+        for close in self._closers:
+            await close()
         self.started = False
+
+
+class KernelRole:
+    """``cordum kernel``: the Safety Kernel as a gRPC service on the shared store's policy.
+
+    It decides with the store's active snapshot (following every publish and rollback),
+    counts velocity in Redis (shared by every kernel replica), and never writes policy:
+    publishing is the gateway's job.
+    """
+
+    def __init__(self, settings: Settings, *, policy: Policy, component: str = "kernel") -> None:
+        """Needs ``CORDUM_STORE_URL`` and ``CORDUM_BUS_URL`` (see :meth:`Settings.check`)."""
+        from cordum.api.kernel_grpc import KernelServer
+        from cordum.ports.redis_store import RedisStore
+        from cordum.ports.redis_velocity import RedisVelocityStore
+
+        if not settings.distributed:
+            raise ValueError("the kernel service needs CORDUM_STORE_URL and CORDUM_BUS_URL")
+        store_url = settings.store_url or ""
+        self.settings = settings
+        self.component = component
+        self.store = RedisStore(
+            store_url,
+            prefix=settings.redis_prefix,
+            hasher=ChainHasher(hmac_key_bytes(settings.audit_hmac_key)),
+        )
+        velocity = RedisVelocityStore(store_url, f"{settings.redis_prefix}velocity")
+        self.holder = PolicyHolder(policy, velocity)
+        self.admin = PolicyAdmin(self.store, self.holder)
+        host, _, port = settings.kernel_listen.rpartition(":")
+        self.server = KernelServer(
+            LocalKernel(self.holder),
+            host=host or "127.0.0.1",
+            port=int(port),
+            token=settings.kernel_token,
+            snapshots=self._snapshot_ids,
+        )
+        self._bus: Bus | None = None
+        self._follower: PolicyFollower | None = None
+
+    async def _snapshot_ids(self) -> list[str]:
+        return [s.snapshot_id for s in await self.store.list_policy_snapshots()]
+
+    async def start(self) -> int:
+        """Load the active snapshot, follow it, and serve; returns the port."""
+        from cordum.ports.nats_bus import NatsBus
+
+        await self.admin.follow()
+        self._bus = await NatsBus.connect(
+            self.settings.bus_url or "",
+            name=self.component,
+            subject_prefix=self.settings.bus_subject_prefix,
+        )
+        self._follower = PolicyFollower(
+            self.admin, self._bus, interval=self.settings.policy_follow_s
+        )
+        await self._follower.start()
+        return await self.server.start()
+
+    async def stop(self) -> None:
+        """Stop serving (calls in flight get a second) and following."""
+        await self.server.stop(1.0)
+        if self._follower is not None:
+            await self._follower.stop()
+        if self._bus is not None:
+            await self._bus.close()
+        await self.store.close()

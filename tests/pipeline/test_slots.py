@@ -3,7 +3,8 @@
 Jobs waiting for a free slot are woken in batches, several scheduled at once, when
 results come in; these tests pin that the batching never puts more jobs on a worker than
 its capacity, leaves no slot idle while jobs wait, and keeps the priority order. They
-also pin that a poll claims everything already queued for the worker in one answer.
+also pin that a poll claims everything already queued for the worker in one answer, and
+that a claim asked again is confirmed only to the worker holding the job.
 """
 
 from __future__ import annotations
@@ -111,6 +112,32 @@ async def test_a_poll_claims_no_more_than_max_jobs(harness: Harness):
     second = await worker.poll(wait_s=0.5, max_jobs=10)
     assert len(first) == 2
     assert sorted(job["job_id"] for job in first + second) == sorted(ids)
+
+
+async def test_a_claim_asked_again_is_answered_only_for_the_worker_it_went_to(
+    harness: Harness,
+):
+    """A bus worker whose claim answer was lost asks ``again``: the job it already holds
+    is confirmed to it, never to another worker, and a plain second claim is refused."""
+    worker, (job_id,) = await dispatched_to_one_worker(harness, 1)
+    execution = harness.plane.execution
+    assert await execution.claim("someone-else", job_id, again=True) is None
+    first = await execution.claim(worker.worker_id, job_id)
+    assert first is not None
+    assert first.job_id == job_id
+    assert await execution.claim(worker.worker_id, job_id) is None
+    assert await execution.claim(worker.worker_id, job_id, again=True) == first
+    assert await execution.claim("someone-else", job_id, again=True) is None
+    await worker.succeed(job_id)
+    await harness.wait_state(job_id, "SUCCEEDED")
+    assert await execution.claim(worker.worker_id, job_id, again=True) is None
+
+
+async def test_a_claim_asked_again_before_the_first_arrived_claims_the_job(harness: Harness):
+    worker, (job_id,) = await dispatched_to_one_worker(harness, 1)
+    claimed = await harness.plane.execution.claim(worker.worker_id, job_id, again=True)
+    assert claimed is not None
+    assert (await harness.job(job_id)).state is JobState.RUNNING
 
 
 async def test_waiting_jobs_leave_by_priority_then_in_submission_order(harness: Harness):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from cordum.ports.bus import Bus
 from cordum.ports.store import Store
+from tests import backing
 
 
 class StoreHarness:
@@ -62,6 +63,45 @@ async def open_sqlite(tmp: Path) -> StoreHarness:
     return SqliteHarness(tmp / "cordum.db")
 
 
+class RedisHarness(StoreHarness):
+    """:class:`~cordum.ports.redis_store.RedisStore` in a key namespace of its own.
+
+    Closing deletes the namespace, so runs (and parallel tests) never see each other.
+    """
+
+    reopen_unsupported = None
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url = url
+        self.prefix = prefix
+        super().__init__(self._open())
+
+    def _open(self) -> Store:
+        from cordum.ports.redis_store import RedisStore
+
+        return RedisStore(self.url, prefix=self.prefix)
+
+    async def reopen(self) -> Store:
+        await self.store.close()
+        self.store = self._open()
+        return self.store
+
+    async def close(self) -> None:
+        from cordum.ports.redis_store import RedisStore
+
+        store = self.store
+        assert isinstance(store, RedisStore)
+        try:
+            await store.flush_namespace()
+        finally:
+            await store.close()
+
+
+async def open_redis(tmp: Path) -> StoreHarness:
+    """A fresh Redis store namespace on the test session's Redis."""
+    return RedisHarness(backing.redis().require(), f"{backing.unique_prefix('store')}:")
+
+
 async def open_memory_bus() -> Bus:
     """A fresh in-process bus."""
     from cordum.ports.memory_bus import MemoryBus
@@ -72,6 +112,37 @@ async def open_memory_bus() -> Bus:
 def memory_bus_closed_error() -> type[Exception]:
     """What MemoryBus raises when used after close."""
     from cordum.ports.memory_bus import BusClosedError
+
+    return BusClosedError
+
+
+async def open_nats_bus() -> Bus:
+    """A bus on the session's NATS, in a subject namespace no other test uses."""
+    from cordum.ports.nats_bus import NatsBus
+
+    url = backing.nats().require()
+    return await NatsBus.connect(url, name="contract", subject_prefix=backing.unique_prefix("bus"))
+
+
+async def open_nats_jetstream_bus() -> Bus:
+    """The same with every subject durable, so queue groups run on JetStream consumers.
+
+    The stream is the test's own (named after its prefix) and deleted on close.
+    """
+    from cordum.ports.nats_bus import NatsBus
+
+    return await NatsBus.connect(
+        backing.nats().require(),
+        name="contract-js",
+        subject_prefix=backing.unique_prefix("busjs"),
+        durable_subjects=[">"],
+        delete_stream_on_close=True,
+    )
+
+
+def nats_closed_error() -> type[Exception]:
+    """What NatsBus raises when used after close."""
+    from cordum.ports.nats_bus import BusClosedError
 
     return BusClosedError
 
@@ -96,8 +167,11 @@ class BusAdapter:
 
 STORE_ADAPTERS: list[StoreAdapter] = [
     StoreAdapter("sqlite", open_sqlite),
+    StoreAdapter("redis", open_redis),
 ]
 
 BUS_ADAPTERS: list[BusAdapter] = [
     BusAdapter("memory", open_memory_bus, memory_bus_closed_error),
+    BusAdapter("nats", open_nats_bus, nats_closed_error),
+    BusAdapter("nats-jetstream", open_nats_jetstream_bus, nats_closed_error),
 ]

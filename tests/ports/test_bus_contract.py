@@ -70,6 +70,24 @@ class Inbox:
         await self.wait_until(lambda: len(self.data()) >= count)
 
 
+async def group_until(members: list[Inbox], predicate: Callable[[], bool]) -> None:
+    """Wait (at most TIMEOUT) until ``predicate`` holds, re-checking whenever any member
+    of a queue group gets a message (the next one may land on any member)."""
+
+    async def wait() -> None:
+        while not predicate():
+            for member in members:
+                member._changed.clear()
+            waiters = [asyncio.ensure_future(m._changed.wait()) for m in members]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+
+    await asyncio.wait_for(wait(), TIMEOUT)
+
+
 def concrete(pattern: str, filler: str = "f") -> str:
     """A subject matching ``pattern`` (wildcards replaced by ``filler``)."""
     return ".".join(filler if token in ("*", ">") else token for token in pattern.split("."))
@@ -90,7 +108,7 @@ async def flush_group(bus: Bus, subject: str, members: list[Inbox]) -> None:
             return
         before = sum(len(m.messages) for m in members)
         await bus.publish(subject, {"flush": n})
-        await members[0].wait_until(lambda b=before: sum(len(m.messages) for m in members) > b)
+        await group_until(members, lambda b=before: sum(len(m.messages) for m in members) > b)
     raise AssertionError("some group member never got a flush")
 
 
@@ -180,7 +198,7 @@ async def test_queue_groups_get_each_message_once_per_group(bus):
 
     await plain.wait_for_count(count)
     for group in (g1, g2):
-        await group[0].wait_until(lambda g=group: total(g) >= count)
+        await group_until(group, lambda g=group: total(g) >= count)
     await flush(bus, {"work.*": plain})
     await flush_group(bus, "work.flush", g1)
     await flush_group(bus, "work.flush", g2)
@@ -200,7 +218,7 @@ async def test_queue_group_and_plain_subscribers_on_wildcards(bus):
         await bus.subscribe("evt.>", inbox.handler, queue="q")
     for n, subject in enumerate(["evt.a", "evt.a.b", "evt.c.d.e", "nope.a", "evt"]):
         await bus.publish(subject, {"n": n})
-    await members[0].wait_until(lambda: sum(len(m.data()) for m in members) >= 3)
+    await group_until(members, lambda: sum(len(m.data()) for m in members) >= 3)
     await flush_group(bus, "evt.flush", members)
     got = sorted(d["n"] for inbox in members for d in inbox.data())
     assert got == [0, 1, 2]
@@ -228,7 +246,7 @@ async def test_each_subscriber_sees_messages_in_publish_order(bus):
         await bus.publish(f"order.s{n % 3}", {"n": n})
     await fast.wait_for_count(count)
     await slowed.wait_for_count(count)
-    await members[0].wait_until(lambda: sum(len(m.data()) for m in members) >= count)
+    await group_until(members, lambda: sum(len(m.data()) for m in members) >= count)
     assert [d["n"] for d in fast.data()] == list(range(count))
     assert [d["n"] for d in slowed.data()] == list(range(count))
     for inbox in members:

@@ -16,6 +16,8 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cordum.ports.outage import is_outage
+
 log = logging.getLogger(__name__)
 
 HTTP_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "OPTIONS", "PATCH", "TRACE"})
@@ -116,6 +118,17 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        if is_outage(exc):
+            log.warning(
+                "%s %s: a backing service is unavailable: %s", request.method, request.url.path, exc
+            )
+            response = ApiError(
+                503,
+                "service_unavailable",
+                "the store or bus is unavailable right now; nothing was changed, retry",
+            ).response()
+            response.headers["Retry-After"] = "1"
+            return response
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return ApiError(
             500, "internal_error", "internal error; this is a bug in Cordum, see the server log"

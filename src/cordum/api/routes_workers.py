@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
@@ -164,13 +165,19 @@ async def list_workers(request: Request, principal: CanRead) -> dict[str, Any]:
     plane = plane_of(request)
     directory = plane.directory
     views = []
+    now = time.time()
     for worker in await plane.store.list_workers():
         live = directory.workers.get(worker.worker_id)
-        view = worker_view(
-            worker,
-            live=live is not None and directory.is_live(live) and not live.draining,
-            active=len(live.active) if live else 0,
-        )
+        if live is None:
+            # A gateway replica runs no scheduler: judge by the stored heartbeat and load.
+            is_live = now - worker.last_heartbeat <= plane.settings.worker_lost_after_s
+            view = worker_view(worker, live=is_live, active=worker.active_jobs)
+        else:
+            view = worker_view(
+                worker,
+                live=directory.is_live(live) and not live.draining,
+                active=len(live.active),
+            )
         if not principal.all_tenants and worker.owner_key != principal.key_id:
             view["owner_key"] = view["tenants"] = None
         views.append(view)
@@ -213,8 +220,16 @@ async def register_worker(request: Request, principal: CanWork) -> dict[str, Any
     }
 
 
+async def _registered(plane: ControlPlane, worker_id: str) -> bool:
+    """Whether the worker is registered: known to this process, or (on a gateway replica,
+    which runs no scheduler and so keeps no directory) in the store."""
+    if worker_id in plane.directory.workers or worker_id in plane.connections.connections:
+        return True
+    return await plane.workers.find(worker_id) is not None
+
+
 async def _connection(plane: ControlPlane, worker_id: str) -> Connection:
-    if worker_id not in plane.directory.workers and worker_id not in plane.connections.connections:
+    if not await _registered(plane, worker_id):
         raise _unknown(UnknownWorkerError(worker_id))
     return await plane.connections.connect(worker_id)
 
@@ -340,7 +355,7 @@ async def worker_socket(websocket: WebSocket, worker_id: str) -> None:
     except ApiError as exc:
         await websocket.close(code=4000 + exc.status, reason=_close_reason(exc.message))
         return
-    if worker_id not in plane.directory.workers:
+    if not await _registered(plane, worker_id):
         await websocket.close(code=4404, reason="unknown worker; register it first")
         return
     key = presented_key(websocket)

@@ -18,6 +18,7 @@ from cordum.cli.output import err_console
 from cordum.cli.policy import policy_app
 from cordum.cli.policy_remote import diff, publish, rollback, snapshots
 from cordum.cli.remote import approve, demo, job_app, reject
+from cordum.cli.roles import gateway, kernel, scheduler
 from cordum.cli.server import up
 
 EXIT_INTERNAL_ERROR = 70
@@ -39,6 +40,9 @@ app.add_typer(job_app, name="job")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.command()(up)
+app.command()(gateway)
+app.command()(scheduler)
+app.command()(kernel)
 app.command()(demo)
 app.command()(approve)
 app.command()(reject)

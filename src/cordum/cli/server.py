@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import gc
 import logging
+import os
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from rich.markup import escape
 from rich.panel import Panel
 
 from cordum.cli import render
+from cordum.cli.cluster import run_cluster
 from cordum.cli.output import EXIT_FAILED, EXIT_USAGE, console, err_console
 from cordum.config import Settings, SettingsError
 from cordum.policy import PolicyLoadError
@@ -49,12 +51,24 @@ def up(
         "--insecure-no-auth",
         help="Turn API keys off: every caller is an admin of every tenant. Local demos only.",
     ),
+    distributed: bool = typer.Option(
+        False,
+        "--distributed",
+        help="Run kernel, scheduler, gateway (and demo worker) as separate processes on NATS"
+        " (CORDUM_BUS_URL) and Redis (CORDUM_STORE_URL), defaulting to the local servers.",
+    ),
 ) -> None:
     """Start the embedded control plane: API, gates, scheduler, workers, one SQLite file.
 
     The first start mints an admin API key and prints it once (or installs
-    $CORDUM_API_KEY as the admin key when it is set).
+    $CORDUM_API_KEY as the admin key when it is set). With --distributed, every role
+    runs as its own process on NATS and Redis instead.
     """
+    if distributed:
+        if insecure_no_auth:
+            os.environ["CORDUM_AUTH"] = "false"
+        run_cluster(host=host, port=port, policy=policy, demo=not no_demo)
+        return
     try:
         settings = Settings.load(
             host=host,
@@ -92,7 +106,7 @@ def up(
     from cordum.api import create_app  # keeps `cordum policy` start-up light
 
     async def start_demo(started: ControlPlane) -> None:
-        await _bootstrap_auth(started)
+        await bootstrap_auth(started)
         # Known only now: the store's active snapshot wins over the policy given at start.
         active = await started.policy_admin.active()
         if active is not None:
@@ -169,7 +183,7 @@ class _Server(uvicorn.Server):
         await super().serve(sockets)
 
 
-async def _bootstrap_auth(plane: ControlPlane) -> None:
+async def bootstrap_auth(plane: ControlPlane) -> None:
     """Say how callers authenticate; mint the first admin key (printed only now) if needed."""
     settings = plane.settings
     if not settings.auth:

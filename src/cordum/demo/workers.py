@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 from cordum.sdk import JobContext, Worker
@@ -9,9 +11,12 @@ from cordum.sdk import JobContext, Worker
 DEMO_POOL = "demo"
 
 
-def build_demo_worker(worker_id: str | None = None) -> Worker:
-    """One in-process worker serving every ``job.demo.*`` topic."""
-    worker = Worker(pool=DEMO_POOL, topics=["job.demo.*"], concurrency=128, worker_id=worker_id)
+def build_demo_worker(worker_id: str | None = None, **transport: Any) -> Worker:
+    """One worker serving every ``job.demo.*`` topic (in-process unless ``transport``
+    says otherwise, e.g. ``nats_url=...`` for distributed mode)."""
+    worker = Worker(
+        pool=DEMO_POOL, topics=["job.demo.*"], concurrency=128, worker_id=worker_id, **transport
+    )
 
     @worker.handle("job.demo.greet")
     async def greet(ctx: JobContext) -> dict[str, Any]:
@@ -32,3 +37,18 @@ def build_demo_worker(worker_id: str | None = None) -> Worker:
         return {"archived": True, "restorable": True}
 
     return worker
+
+
+def main() -> None:
+    """Serve the demo topics over NATS and Redis: ``cordum up --distributed`` runs this."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    worker = build_demo_worker(
+        worker_id="demo-worker",
+        nats_url=os.environ.get("CORDUM_BUS_URL") or "nats://127.0.0.1:4222",
+        redis_url=os.environ.get("CORDUM_STORE_URL") or "redis://127.0.0.1:6379/0",
+    )
+    worker.run()
+
+
+if __name__ == "__main__":
+    main()

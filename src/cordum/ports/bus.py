@@ -26,6 +26,9 @@ class Message:
 
     subject: str
     data: dict[str, Any]
+    reply: str | None = None
+    """Where the sender waits for an answer (a request), or None; answer by publishing
+    to it. Only network buses carry requests."""
 
 
 BusHandler = Callable[[Message], Awaitable[None]]

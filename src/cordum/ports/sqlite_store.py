@@ -46,6 +46,7 @@ from cordum.models.pipeline import (
     WorkerRecord,
 )
 from cordum.models.state import IllegalTransitionError, JobState, can_transition
+from cordum.ports.job_changes import moved, transition_steps, updated
 from cordum.ports.sqlite_audit import (
     AUDIT_SCHEMA,
     AuditChains,
@@ -55,7 +56,6 @@ from cordum.ports.sqlite_audit import (
 from cordum.ports.sqlite_pages import in_clause, newest_first
 from cordum.ports.sqlite_records import RECORD_SCHEMA, RecordTables
 from cordum.ports.store import (
-    ConflictError,
     CreateOutcome,
     DLQPage,
     JobFilter,
@@ -111,7 +111,6 @@ CREATE TABLE IF NOT EXISTS workers (
 );
 """
 
-JOB_FIELDS = frozenset(JobRecord.model_fields)
 CACHE_SIZE = 20_000
 CHECKPOINT_INTERVAL_S = 0.5
 
@@ -297,23 +296,13 @@ class SqliteStore(RecordTables):
         """See :meth:`cordum.ports.store.Store.transition`."""
         current = self._require(job_id)
         previous = current.state
-        if expect is not None and previous not in expect and previous != target:
-            raise ConflictError(job_id, previous, expect)
-        if previous == target:
+        steps = transition_steps(
+            current, target, expect=expect, reason=reason, via=via, via_reason=via_reason
+        )
+        if steps is None:
             return TransitionOutcome(job=current, changed=False, previous=previous)
-        steps = [(previous, target, reason)]
-        if via is not None:
-            steps = [(previous, via, via_reason), (via, target, reason)]
-        for source, destination, _ in steps:
-            if not can_transition(source, destination):
-                raise IllegalTransitionError(job_id, source, destination)
         at = time.time() if now is None else now
-        update = _checked_changes(changes)
-        update["state"] = target
-        update["updated_at"] = at
-        if target.terminal:
-            update.setdefault("finished_at", at)
-        job = current.model_copy(update=update)
+        job = moved(current, target, changes, at)
         async with self._tx() as db:
             self._write_job(db, job)
             for source, destination, why in steps:
@@ -342,14 +331,7 @@ class SqliteStore(RecordTables):
         decision: DecisionEntry | None = None,
     ) -> JobRecord:
         """See :meth:`cordum.ports.store.Store.update_job`."""
-        current = self._require(job_id)
-        if current.state not in expect:
-            raise ConflictError(job_id, current.state, expect)
-        update = _checked_changes(changes)
-        if "state" in update:
-            raise ValueError("update_job cannot change the state; use transition()")
-        update.setdefault("updated_at", time.time())
-        job = current.model_copy(update=update)
+        job = updated(self._require(job_id), expect, changes, time.time())
         async with self._tx() as db:
             self._write_job(db, job)
             if decision is not None:
@@ -539,17 +521,6 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
     columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
     if columns and "submitter_key" not in columns:
         db.execute("ALTER TABLE jobs ADD COLUMN submitter_key TEXT")
-
-
-def _checked_changes(changes: Mapping[str, Any] | None) -> dict[str, Any]:
-    update = dict(changes or {})
-    unknown = set(update) - JOB_FIELDS
-    if unknown:
-        raise ValueError(f"unknown job fields: {', '.join(sorted(unknown))}")
-    for fixed in ("id", "spec", "created_at", "tenant_id"):
-        if fixed in update:
-            raise ValueError(f"a job's `{fixed}` never changes")
-    return update
 
 
 def _job_filter_sql(filters: JobFilter) -> tuple[list[str], list[Any]]:

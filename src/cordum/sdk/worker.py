@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
@@ -30,7 +31,9 @@ from cordum.sdk.wslink import WebSocketLink
 log = logging.getLogger("cordum.sdk.worker")
 
 H = TypeVar("H", bound=Handler)
-TRANSPORTS = ("websocket", "http")
+TRANSPORTS = ("websocket", "http", "nats")
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 class Worker:
@@ -39,6 +42,13 @@ class Worker:
     ``url``, ``api_key`` and ``tenant`` default to ``CORDUM_URL``, ``CORDUM_API_KEY`` and
     ``CORDUM_TENANT_ID``. At most ``concurrency`` handlers run at once; async handlers run
     on the event loop, plain functions in a thread.
+
+    ``transport`` is ``"websocket"`` (the default), ``"http"`` or ``"nats"``. Over NATS
+    the worker joins a distributed control plane without its HTTP gateway: it speaks CAP
+    on the bus (:class:`~cordum.sdk.natslink.NatsLink`) and reads job input and writes
+    results in the plane's Redis. Giving ``nats_url`` picks it; otherwise the URL comes
+    from ``CORDUM_NATS_URL`` (default ``nats://127.0.0.1:4222``). ``redis_url`` defaults
+    to ``CORDUM_REDIS_URL``, then ``REDIS_URL``, then ``redis://127.0.0.1:6379/0``.
     """
 
     def __init__(
@@ -48,7 +58,7 @@ class Worker:
         url: str | None = None,
         *,
         concurrency: int = 4,
-        transport: str = "websocket",
+        transport: str | None = None,
         worker_id: str | None = None,
         heartbeat_interval: float = 5.0,
         drain_timeout: float = 30.0,
@@ -56,6 +66,8 @@ class Worker:
         api_key: str | None = None,
         tenant: str | None = None,
         timeout: float = 10.0,
+        nats_url: str | None = None,
+        redis_url: str | None = None,
     ) -> None:
         self.topics = list(topics)
         bad = [t for t in self.topics if not valid_subject(t, pattern=True)]
@@ -63,12 +75,25 @@ class Worker:
             raise ValueError(f"topics must be valid topic patterns, got {bad or self.topics!r}")
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        transport = transport or ("nats" if nats_url else "websocket")
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {TRANSPORTS}, not {transport!r}")
+        if transport != "nats" and (nats_url or redis_url):
+            raise ValueError(f"nats_url and redis_url are for transport='nats', not {transport!r}")
         self.pool = pool
         self.settings = Settings.resolve(url, api_key, tenant, timeout)
         self.concurrency = concurrency
         self.transport = transport
+        self.nats_url: str | None = None
+        self.redis_url: str | None = None
+        if transport == "nats":
+            self.nats_url = nats_url or os.environ.get("CORDUM_NATS_URL") or DEFAULT_NATS_URL
+            self.redis_url = (
+                redis_url
+                or os.environ.get("CORDUM_REDIS_URL")
+                or os.environ.get("REDIS_URL")
+                or DEFAULT_REDIS_URL
+            )
         self.worker_id = worker_id
         self.heartbeat_interval = heartbeat_interval
         self.drain_timeout = drain_timeout
@@ -153,6 +178,11 @@ class Worker:
                 log.debug("closing the link failed: %s", exc)
 
     def _link(self) -> WorkerLink:
+        if self.nats_url is not None and self.redis_url is not None:
+            # Imported here so that NATS, Redis and CAP load only in workers that use them.
+            from cordum.sdk.natslink import NatsLink
+
+            return NatsLink(self.nats_url, self.redis_url, timeout=self.settings.timeout)
         if self.transport == "http":
             return HttpLink(self.settings)
         return WebSocketLink(self.settings)

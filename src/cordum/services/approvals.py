@@ -40,6 +40,7 @@ from cordum.ports import (
 )
 from cordum.services import subjects
 from cordum.services.kernel import Kernel, KernelUnavailableError
+from cordum.services.lease import Lease, SoleProcess
 from cordum.services.metrics import Metrics
 from cordum.services.safety import SafetyClient, SafetyUnavailableError
 
@@ -167,11 +168,14 @@ class Approvals:
         default_ttl_s: float,
         sweep_interval_s: float = 0.5,
         listener: ApprovalListener | None = None,
+        lease: Lease | None = None,
     ) -> None:
+        """``lease``: with several replicas, only its holder sweeps expired approvals."""
         self.store = store
         self.bus = bus
         self.kernel = kernel
         self.safety = recheck
+        self.lease: Lease = lease if lease is not None else SoleProcess("approval-expiry")
         self.metrics = metrics
         self.default_ttl_s = default_ttl_s
         self.sweep_interval_s = sweep_interval_s
@@ -227,7 +231,9 @@ class Approvals:
             )
         self._check_request(job, approval, reviewed_hash)
         snapshot = self.kernel.snapshot_id()
-        if approve and snapshot != approval.policy_snapshot:
+        # A remote kernel's snapshot id is the one of its last answer, perhaps older than
+        # a publish by another replica: ask it again rather than trust that.
+        if approve and (self.kernel.remote or snapshot != approval.policy_snapshot):
             snapshot = await self._recheck(job, approval, principal)
         settled = approval.model_copy(
             update={
@@ -376,7 +382,7 @@ class Approvals:
             assert current is not None
             return self._repeat(current, outcome.job, approve)
         if approve:
-            await self.bus.publish(subjects.SUBMIT, {"job_id": job.id})
+            await self.bus.publish(subjects.SUBMIT, {"job_id": job.id, "topic": job.topic})
         else:
             self.metrics.finished.labels(JobState.DENIED.value).inc()
         self._resolved(settled, outcome.job)
@@ -453,7 +459,8 @@ class Approvals:
     async def _sweep(self) -> None:
         while True:
             try:
-                await self.expire_due()
+                if await self.lease.held():
+                    await self.expire_due()
             except Exception:
                 log.exception("expiring approvals failed; trying again")
             await asyncio.sleep(self.sweep_interval_s)

@@ -30,6 +30,7 @@ from cordum.models.audit import (
 )
 from cordum.ports import AuditFilter, Store
 from cordum.services.audit import CheckpointSigner, checkpoint_is_genuine, verify_chain
+from cordum.services.lease import Lease, SoleProcess
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +93,14 @@ class AuditTrail:
         signer: CheckpointSigner | None,
         *,
         checkpoint_interval_s: float = 60.0,
+        lease: Lease | None = None,
     ) -> None:
+        """``lease``: with several replicas, only its holder signs timed checkpoints."""
         self.store = store
         self.hasher = hasher
         self.signer = signer
         self.checkpoint_interval_s = checkpoint_interval_s
+        self.lease: Lease = lease if lease is not None else SoleProcess("audit-checkpoints")
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -170,7 +174,8 @@ class AuditTrail:
         while True:
             await asyncio.sleep(self.checkpoint_interval_s)
             try:
-                await self.checkpoint()
+                if await self.lease.held():
+                    await self.checkpoint()
             except Exception:
                 log.exception("signing audit checkpoints failed; trying again")
 

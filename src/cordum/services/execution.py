@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Collection
 from typing import Any
 
 from cordum.models import OutputDecision
@@ -67,6 +68,12 @@ def assignment_of(job: JobRecord) -> JobAssignment:
     )
 
 
+def _on(job: JobRecord, worker_id: str) -> bool:
+    """Whether ``worker_id`` may act for ``job``: the worker it went to, or any worker of
+    the pool subject it was published to."""
+    return job.worker_id == worker_id or subjects.dispatched_to_pool(job.worker_id)
+
+
 def dlq_entry(job: JobRecord, code: DLQReason, message: str) -> DLQEntry:
     """The DLQ entry for a job that gives up now."""
     return DLQEntry(
@@ -104,16 +111,31 @@ class Execution:
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
 
-    async def claim(self, worker_id: str, job_id: str) -> JobAssignment | None:
-        """Mark a dispatched job RUNNING on ``worker_id``; None if it is no longer its to run."""
+    async def claim(
+        self, worker_id: str, job_id: str, *, again: bool = False
+    ) -> JobAssignment | None:
+        """Mark a dispatched job RUNNING on ``worker_id``; None if it is no longer its to run.
+
+        ``again``: the worker asks once more because the answer to its first claim never
+        reached it (a scheduler died after committing it, a reply was lost). A job already
+        RUNNING on exactly this worker is then answered as claimed: the worker has not run
+        it, and nobody else may. Pool-dispatched jobs are never answered this way, since
+        their record cannot tell which worker of the pool claimed them.
+        """
         job = await self.store.get_job(job_id)
-        if job is None or job.state is not JobState.DISPATCHED or job.worker_id != worker_id:
+        if job is None:
+            return None
+        if again and job.state is JobState.RUNNING and job.worker_id == worker_id:
+            return assignment_of(job)
+        if job.state is not JobState.DISPATCHED or not _on(job, worker_id):
             return None
         try:
             outcome = await self.store.transition(
                 job_id,
                 JobState.RUNNING,
                 expect={JobState.DISPATCHED},
+                # A pool-dispatched job keeps its pool holder: the worker that took it
+                # from the pool subject sends no heartbeats the reconciler could check.
                 changes={"started_at": time.time()},
                 reason=f"claimed by worker {worker_id}",
             )
@@ -124,7 +146,7 @@ class Execution:
     async def progress(self, worker_id: str, job_id: str, report: dict[str, Any]) -> JobRecord:
         """Store a progress report; raises :class:`JobStateError` if the job isn't running."""
         job = await self._require(job_id)
-        if job.state not in LIVE_STATES or job.worker_id != worker_id:
+        if job.state not in LIVE_STATES or not _on(job, worker_id):
             raise JobStateError(job, "report progress on")
         return await self.store.update_job(
             job_id, expect=LIVE_STATES, changes={"progress": {**report, "at": time.time()}}
@@ -146,7 +168,7 @@ class Execution:
         logged and ignored (reference section 3).
         """
         job = await self._require(job_id)
-        if job.state not in LIVE_STATES or job.worker_id != worker_id:
+        if job.state not in LIVE_STATES or not _on(job, worker_id):
             log.info("ignoring result for job %s (%s) from %s", job_id, job.state, worker_id)
             return job, False
         if succeeded:
@@ -207,14 +229,19 @@ class Execution:
         why: str | None = None,
         error: JobError | None = None,
         delay_attempt: int | None = None,
+        expect: Collection[JobState] | None = None,
     ) -> JobRecord:
         """Send a job back to PENDING and notify the scheduler.
 
         A job still on a worker (DISPATCHED or RUNNING) goes through RETRYING first, with
-        ``why`` (default ``reason``) on that event and ``error`` recorded. Raises
+        ``why`` (default ``reason``) on that event and ``error`` recorded. ``expect``: the
+        states the caller saw the job in and decided on; a job found in another state
+        (say RUNNING: claimed since, its handler may be running) is left alone. Raises
         :class:`~cordum.ports.ConflictError` if the job moved on meanwhile.
         """
         job = await self._require(job_id)
+        if expect is not None and job.state not in expect:
+            raise ConflictError(job_id, job.state, expect)
         if job.state in LIVE_STATES:
             await self.store.transition(
                 job_id,
@@ -233,7 +260,7 @@ class Execution:
             changes={"worker_id": None, "next_attempt_at": due},
             reason=reason,
         )
-        await self.bus.publish(subjects.SUBMIT, {"job_id": job_id})
+        await self.bus.publish(subjects.SUBMIT, {"job_id": job_id, "topic": outcome.job.topic})
         return outcome.job
 
     async def cancel(self, job_id: str, *, reason: str = "cancelled by request") -> JobRecord:

@@ -33,7 +33,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,6 +181,9 @@ class PolicyAdmin:
         self.holder = holder
         self.max_bytes = max_bytes
         self.clock = clock
+        self.on_change: Callable[[PolicySnapshotRecord], Awaitable[None]] | None = None
+        """Called after a publish or rollback changed the active snapshot (the wiring
+        tells the other replicas, whose kernels then :meth:`follow` the store)."""
         self._writes = asyncio.Lock()
 
     # --- bundles ----------------------------------------------------------------------------
@@ -278,6 +281,7 @@ class PolicyAdmin:
             snapshot = await self._record(policy, drafts, author, message, active)
             self.holder.swap(policy)
         log.info("policy v%d %s published by %s", snapshot.version, snapshot.snapshot_id, author)
+        await self._announce(snapshot)
         return Activation(snapshot, changed=True)
 
     async def rollback(self, ref: str | int, author: str, message: str = "") -> Activation:
@@ -312,7 +316,39 @@ class PolicyAdmin:
         log.warning(
             "policy rolled back to v%d %s by %s", target.version, target.snapshot_id, author
         )
+        await self._announce(snapshot)
         return Activation(snapshot, changed=True)
+
+    async def follow(self) -> bool:
+        """Put the kernel on the store's active snapshot if another replica changed it;
+        True when it swapped. A snapshot that does not load here keeps the current policy
+        (last-known-good, invariant 7) and is logged."""
+        async with self._writes:
+            active = await self.store.active_policy_snapshot()
+            if active is None or active.snapshot_id == self.holder.policy.snapshot_id:
+                return False
+            try:
+                policy = await self._compile(active.bundles)
+            except PolicyLoadError as exc:
+                log.error(
+                    "active policy v%d %s does not load here; keeping %s: %s",
+                    active.version,
+                    active.snapshot_id,
+                    self.holder.policy.snapshot_id,
+                    exc,
+                )
+                return False
+            self.holder.swap(policy)
+        log.info("following the store: policy v%d %s", active.version, active.snapshot_id)
+        return True
+
+    async def _announce(self, snapshot: PolicySnapshotRecord) -> None:
+        if self.on_change is None:
+            return
+        try:
+            await self.on_change(snapshot)
+        except Exception as exc:  # the others also poll the store: a lost notice only delays
+            log.warning("could not announce policy v%d: %s", snapshot.version, exc)
 
     async def audit(self, *, after_seq: int = 0, limit: int = 100) -> list[AuditEvent]:
         """Policy events (bundle edits, publishes, rollbacks), oldest first, after a seq."""

@@ -26,6 +26,7 @@ from cordum.models.pipeline import DLQReason, JobRecord
 from cordum.models.state import JobState
 from cordum.ports import ConflictError, JobFilter, Store
 from cordum.services.execution import Execution
+from cordum.services.lease import Lease, SoleProcess
 from cordum.services.scheduler import Scheduler
 from cordum.services.workers import WorkerDirectory
 
@@ -57,7 +58,9 @@ class Reconciler:
         interval: float,
         dispatch_timeout: float,
         running_timeout: float,
+        lease: Lease | None = None,
     ) -> None:
+        """``lease``: with several scheduler replicas, only its holder scans."""
         self.store = store
         self.scheduler = scheduler
         self.execution = execution
@@ -65,6 +68,7 @@ class Reconciler:
         self.interval = interval
         self.dispatch_timeout = dispatch_timeout
         self.running_timeout = running_timeout
+        self.lease: Lease = lease if lease is not None else SoleProcess("reconciler")
         self._task: asyncio.Task[None] | None = None
         self._started_at = time.time()
 
@@ -98,7 +102,8 @@ class Reconciler:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                await self.scan()
+                if await self.lease.held():
+                    await self.scan()
             except Exception:
                 log.exception("reconciler scan failed; retrying next interval")
 
@@ -147,7 +152,9 @@ class Reconciler:
             )
             await self.scheduler.schedule(job.id)
         elif job.state is JobState.RETRYING:
-            await self.execution.requeue(job.id, reason="requeued after interruption")
+            await self.execution.requeue(
+                job.id, reason="requeued after interruption", expect={JobState.RETRYING}
+            )
         elif job.state is JobState.DISPATCHED:
             stale = (
                 job.dispatched_at is not None and now - job.dispatched_at > self.dispatch_timeout
@@ -160,8 +167,10 @@ class Reconciler:
                     if worker_gone
                     else "dispatch timed out"
                 )
-                self.directory.release(job.id)
-                await self.execution.requeue(job.id, reason=f"{why}; never started, re-driven")
+                await self.execution.requeue(
+                    job.id, reason=f"{why}; never started, re-driven", expect={JobState.DISPATCHED}
+                )
+                self.directory.release(job.id)  # not before: a job claimed since keeps its slot
         elif job.state is JobState.RUNNING:
             await self._repair_running(job, now, worker_gone)
         elif job.state is JobState.PENDING and not (
@@ -182,7 +191,10 @@ class Reconciler:
         self.directory.release(job.id)
         if job.idempotency_key is None and job.attempts <= self.execution.max_retries(job):
             await self.execution.requeue(
-                job.id, reason="worker lost while running; retried", why="worker lost"
+                job.id,
+                reason="worker lost while running; retried",
+                why="worker lost",
+                expect={JobState.RUNNING},
             )
             return
         why = (

@@ -89,7 +89,8 @@ class Scheduler:
         self.metrics = metrics
         self.settings = settings
         self._busy: set[str] = set()
-        self._waiting: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
+        self._waiting: dict[str, list[tuple[int, int, str, str, str]]] = defaultdict(list)
+        """Parked jobs by pool: (priority rank, arrival, job id, topic, tenant)."""
         self._waiting_ids: set[str] = set()
         self._waking: dict[str, int] = defaultdict(int)
         self._want_workers: set[str] = set()
@@ -104,19 +105,17 @@ class Scheduler:
 
     async def start(self) -> None:
         """Subscribe to the bus and start the timer loop."""
-        for subject, handler in (
-            (subjects.SUBMIT, self._on_submit),
-            (subjects.FINISHED, self._on_finished),
+        # One replica schedules each job (a queue group); every replica hears which jobs
+        # finished and which workers changed, because each holds its own slot counts.
+        for subject, handler, queue in (
+            (subjects.SUBMIT, self._on_submit, subjects.SCHEDULER_QUEUE),
+            (subjects.FINISHED, self._on_finished, None),
+            (subjects.WORKER_EVENTS, self._on_worker, None),
         ):
+            concurrency = 1 if handler == self._on_worker else self.settings.concurrency
             self._subscriptions.append(
-                await self.bus.subscribe(
-                    subject,
-                    handler,
-                    queue=subjects.SCHEDULER_QUEUE,
-                    concurrency=self.settings.concurrency,
-                )
+                await self.bus.subscribe(subject, handler, queue=queue, concurrency=concurrency)
             )
-        self._subscriptions.append(await self.bus.subscribe(subjects.HEARTBEAT, self._on_worker))
         self._tasks.append(asyncio.create_task(self._timer_loop(), name="scheduler-timers"))
 
     async def stop(self) -> None:
@@ -158,7 +157,8 @@ class Scheduler:
         self.directory.apply(event, record)
         reported = message.data.get("job_ids")
         if isinstance(reported, list):
-            await self._recover_undelivered(record.worker_id, {str(j) for j in reported})
+            listed_at = float(message.data.get("listed_at") or time.time())
+            await self._recover_undelivered(record.worker_id, {str(j) for j in reported}, listed_at)
         if event == "register" and self._want_workers:
             # jobs that backed off for lack of workers need not wait out their backoff
             waiting, self._want_workers = self._want_workers, set()
@@ -167,7 +167,9 @@ class Scheduler:
         if event in ("register", "heartbeat"):
             await self._wake_pool(record.pool)
 
-    async def _recover_undelivered(self, worker_id: str, reported: set[str]) -> None:
+    async def _recover_undelivered(
+        self, worker_id: str, reported: set[str], listed_at: float
+    ) -> None:
         """Re-drive jobs meant for a worker that says it never got them.
 
         A claim is committed before the assignment is sent; if the answer carrying it is
@@ -179,7 +181,10 @@ class Scheduler:
         worker = self.directory.workers.get(worker_id)
         if worker is None:
             return
-        cutoff = time.time() - self.settings.unclaimed_grace_s
+        # Measured from when the worker made its list, not from now: a heartbeat that
+        # waited (a slow store, a busy bus) must not make a job it did not know about yet
+        # look lost.
+        cutoff = min(time.time(), listed_at) - self.settings.unclaimed_grace_s
         for job_id in sorted(worker.active - reported):
             job = await self.store.get_job(job_id)
             if job is None or job.worker_id != worker_id:
@@ -187,14 +192,17 @@ class Scheduler:
             since = job.started_at if job.state is JobState.RUNNING else job.dispatched_at
             if job.state not in (JobState.DISPATCHED, JobState.RUNNING) or (since or 0) > cutoff:
                 continue
-            self.directory.release(job_id)
-            self._forget_active(job_id)
-            with contextlib.suppress(ConflictError):  # it moved on: nothing to re-drive
+            try:
                 await self.execution.requeue(
                     job_id,
                     reason="re-driven: the assignment was lost",
                     why=f"worker {worker_id} never received the job",
+                    expect={job.state},
                 )
+            except ConflictError:
+                continue  # it moved on (claimed meanwhile, say): nothing to re-drive
+            self.directory.release(job_id)
+            self._forget_active(job_id)
 
     def _forget_active(self, job_id: str) -> None:
         for active in self._tenant_active.values():
@@ -346,10 +354,12 @@ class Scheduler:
             return False
         self._tenant_active[(job.tenant_id, job.topic)].add(job.id)
         try:
-            await self.bus.publish(
-                subjects.worker_jobs(worker_id),
-                assignment_of(dispatched.job).model_dump(mode="json"),
+            subject = (
+                job.topic  # CAP pool dispatch: the topic is the pool's subject
+                if subjects.dispatched_to_pool(worker_id)
+                else subjects.worker_jobs(worker_id)
             )
+            await self.bus.publish(subject, assignment_of(dispatched.job).model_dump(mode="json"))
         except Exception as exc:
             log.warning("dispatch of %s to %s failed: %s", job.id, worker_id, exc)
             self._tenant_active[(job.tenant_id, job.topic)].discard(job.id)
@@ -425,7 +435,7 @@ class Scheduler:
             )
             return
         rank = PRIORITY_RANK.get(job.spec.priority, 1)
-        heapq.heappush(queue, (rank, next(self._order), job.id))
+        heapq.heappush(queue, (rank, next(self._order), job.id, job.topic, job.tenant_id))
         self._waiting_ids.add(job.id)
 
     async def _wake_pool(self, pool: str) -> None:
@@ -440,13 +450,10 @@ class Scheduler:
         while queue:
             batch: list[str] = []
             while queue:
-                _, _, job_id = queue[0]
-                job = await self.store.get_job(job_id)
-                if job is None or job.state is not JobState.PENDING:
-                    heapq.heappop(queue)
-                    self._waiting_ids.discard(job_id)
-                    continue
-                free = self.directory.free_slots(pool, job.topic, tenant_id=job.tenant_id)
+                _, _, job_id, topic, tenant_id = queue[0]
+                # What the job was parked with is enough to count slots; schedule()
+                # reads the job and skips it if it is no longer PENDING.
+                free = self.directory.free_slots(pool, topic, tenant_id=tenant_id)
                 if free <= self._waking[pool]:
                     break
                 heapq.heappop(queue)

@@ -152,7 +152,9 @@ class Submitter:
             self.approvals.requested(approval, job_record)
         self.metrics.submissions.labels(status.value).inc()
         if job_record.state is JobState.PENDING:
-            await self.bus.publish(subjects.SUBMIT, {"job_id": job_record.id})
+            await self.bus.publish(
+                subjects.SUBMIT, {"job_id": job_record.id, "topic": job_record.topic}
+            )
         elif job_record.state.terminal:
             self.metrics.finished.labels(job_record.state.value).inc()
         return Submission(status, body, job_record.id)

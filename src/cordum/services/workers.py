@@ -1,6 +1,6 @@
 """Workers: registration and heartbeats (WorkerService), and the scheduler's live view.
 
-The store keeps every registration; the bus carries ``sys.heartbeat`` notices so each
+The store keeps every registration; the bus carries ``sys.worker.event`` notices so each
 scheduler's :class:`WorkerDirectory` sees workers join, beat, drain and leave. A worker
 is live while its last heartbeat is younger than ``lost_after`` seconds. A worker is sent
 only jobs of the tenants it serves (those of the key that registered it), whatever pool
@@ -9,6 +9,7 @@ and topics it claims: a job no live worker serves waits as if its pool had none.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -93,19 +94,26 @@ class WorkerService:
         return record
 
     async def heartbeat(
-        self, worker_id: str, active_jobs: int, job_ids: list[str] | None = None
+        self,
+        worker_id: str,
+        active_jobs: int,
+        job_ids: list[str] | None = None,
+        sent_at: float | None = None,
     ) -> WorkerRecord:
         """Record that a worker is alive; raises :class:`UnknownWorkerError`.
 
         ``job_ids`` (the jobs the worker holds: running, or finished with the result not
         yet delivered) lets the scheduler find jobs claimed for it that never reached it.
+        ``sent_at`` is when the worker made that list (default: now), for a heartbeat that
+        took a while to arrive: only jobs claimed well before it can be missing from it.
         """
+        now = time.time()
         record = await self._known(worker_id)
         record = record.model_copy(
-            update={"last_heartbeat": time.time(), "active_jobs": max(0, active_jobs)}
+            update={"last_heartbeat": now, "active_jobs": max(0, active_jobs)}
         )
         await self.store.upsert_worker(record)
-        await self._announce(record, "heartbeat", job_ids)
+        await self._announce(record, "heartbeat", job_ids, min(now, sent_at or now))
         return record
 
     async def drain(self, worker_id: str) -> None:
@@ -133,12 +141,17 @@ class WorkerService:
         return record
 
     async def _announce(
-        self, record: WorkerRecord, event: str, job_ids: list[str] | None = None
+        self,
+        record: WorkerRecord,
+        event: str,
+        job_ids: list[str] | None = None,
+        listed_at: float | None = None,
     ) -> None:
         notice: dict[str, object] = {"event": event, "worker": record.model_dump(mode="json")}
         if job_ids is not None:
             notice["job_ids"] = job_ids
-        await self.bus.publish(subjects.HEARTBEAT, notice)
+            notice["listed_at"] = listed_at
+        await self.bus.publish(subjects.WORKER_EVENTS, notice)
 
 
 @dataclass
@@ -158,14 +171,38 @@ class LiveWorker:
 class WorkerDirectory:
     """Live workers, their load, and which pool serves a topic."""
 
-    def __init__(self, *, lost_after: float, static_pools: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        *,
+        lost_after: float,
+        static_pools: Mapping[str, str],
+        pool_subjects: Iterable[str] = (),
+        pool_subject_capacity: int = 64,
+    ) -> None:
+        """``pool_subjects``: topic patterns whose jobs, when no worker that announces
+        itself serves them, are published to the topic's own subject (CAP pool dispatch)
+        for workers that send no heartbeats; at most ``pool_subject_capacity`` at a time
+        per pattern, their liveness left to the dispatch and running timeouts."""
         self.lost_after = lost_after
         self.static_pools = dict(static_pools)
         self.workers: dict[str, LiveWorker] = {}
         self._slot_of: dict[str, str] = {}
+        for pattern in pool_subjects:
+            holder = subjects.pool_holder(pattern)
+            self.workers[holder] = LiveWorker(
+                WorkerRecord(
+                    worker_id=holder,
+                    pool=holder,
+                    topics=(pattern,),
+                    capacity=pool_subject_capacity,
+                    transport="cap-pool",
+                    registered_at=time.time(),
+                    last_heartbeat=math.inf,  # never lost: nothing beats for it
+                )
+            )
 
     def apply(self, event: str, record: WorkerRecord) -> None:
-        """Take in a ``sys.heartbeat`` notice."""
+        """Take in a ``sys.worker.event`` notice."""
         if event == "leave":
             self.workers.pop(record.worker_id, None)
             return
@@ -186,18 +223,21 @@ class WorkerDirectory:
 
     def pool_for(self, topic: str, tenant_id: str) -> str | None:
         """The pool that serves ``topic``: configured mapping first, then the topics of
-        workers serving ``tenant_id``, then those of any worker (whose pool then has no
-        candidate for the job: it waits for one)."""
+        workers serving ``tenant_id``, then a pool subject, then the topics of any worker
+        (whose pool then has no candidate for the job: it waits for one)."""
         for pattern, pool in self.static_pools.items():
             if subject_matches(pattern, topic):
                 return pool
-        fallback = None
+        fallback = pooled = None
         for live in self.workers.values():
             if any(subject_matches(p, topic) for p in live.record.topics):
-                if live.record.serves(tenant_id):
+                if subjects.dispatched_to_pool(live.record.worker_id):
+                    pooled = pooled or live.record.pool  # only when no worker announced
+                elif live.record.serves(tenant_id):
                     return live.record.pool
-                fallback = fallback or live.record.pool
-        return fallback
+                else:
+                    fallback = fallback or live.record.pool
+        return pooled or fallback
 
     def candidates(self, pool: str, topic: str, *, tenant_id: str | None) -> list[LiveWorker]:
         """Live, non-draining workers of ``pool`` that handle ``topic`` for ``tenant_id``.
