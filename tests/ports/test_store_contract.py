@@ -6,7 +6,8 @@ nothing; ``transition`` follows ``TRANSITIONS`` exactly and writes nothing when 
 (illegal move, ``expect`` mismatch, unknown job); repeats are no-ops; terminal jobs never
 change; decisions and DLQ entries go with their transition; ``update_job`` never emits an
 event; listings filter, order newest first and paginate every job exactly once; DLQ and
-worker bookkeeping; data survives close/reopen (adapters that persist); and concurrent
+worker bookkeeping; the per-minute decision tally agrees with the decisions every write
+records; data survives close/reopen (adapters that persist); and concurrent
 transitions on one job leave a single legal history.
 """
 
@@ -15,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from typing import Any
 
 import pytest
 
 from cordum.models import Decision
-from cordum.models.pipeline import DLQReason, Gate, JobError, JobRecord
+from cordum.models.pipeline import DecisionEntry, DLQReason, Gate, JobError, JobRecord
 from cordum.models.state import (
     TERMINAL_STATES,
     TRANSITIONS,
@@ -29,12 +31,15 @@ from cordum.models.state import (
     can_transition,
 )
 from cordum.ports.store import (
+    TALLY_RETENTION_S,
     ConflictError,
     CreateOutcome,
+    DecisionCount,
     JobFilter,
     JobNotFoundError,
     Store,
     TransitionOutcome,
+    decision_minute,
 )
 from tests.ports.adapters import StoreHarness
 from tests.ports.factories import (
@@ -689,6 +694,180 @@ async def test_count_jobs_by_state(store):
     }
 
 
+# --- decision tallies --------------------------------------------------------------------
+
+
+def minutes_ago(n: int) -> int:
+    """The start of the minute ``n`` minutes before the current one."""
+    return decision_minute(time.time()) - 60 * n
+
+
+def tally(minute: int, decision: Decision, count: int, *, fail_open: bool = False) -> DecisionCount:
+    """The count ``decision_counts`` should report."""
+    return DecisionCount(minute=minute, decision=decision, fail_open=fail_open, count=count)
+
+
+async def decided(
+    store: Store,
+    at: float,
+    decision: Decision = Decision.ALLOW,
+    *,
+    fail_open: bool = False,
+    **job_fields: Any,
+) -> JobRecord:
+    """A new job whose gate-A decision was taken at ``at``."""
+    job = make_job(**job_fields)
+    entry = make_decision(job, decision=decision, at=at, safety_bypassed=fail_open)
+    assert (await store.create_job(job, entry)).created
+    return job
+
+
+async def test_decision_counts_of_an_empty_store_are_empty(store):
+    assert await store.decision_counts(0) == []
+    assert await store.decision_counts(minutes_ago(60), tenant_ids=frozenset({"default"})) == []
+
+
+async def test_decision_counts_tally_each_minute_by_type_with_fail_open_apart(store):
+    first, second = minutes_ago(10), minutes_ago(3)
+    for offset in (0, 20.5, 59.999):
+        await decided(store, first + offset)
+    await decided(store, first + 30, Decision.DENY)
+    await decided(store, first + 31, fail_open=True)
+    await decided(store, first + 32, fail_open=True)
+    await decided(store, second + 1, Decision.THROTTLE)
+    await decided(store, second + 2, Decision.ALLOW_WITH_CONSTRAINTS)
+    await decided(store, second + 3, Decision.REQUIRE_APPROVAL, state=S.APPROVAL_REQUIRED)
+    await decided(store, second + 60)  # the first instant of the next minute
+    assert await store.decision_counts(minutes_ago(60)) == [
+        tally(first, Decision.ALLOW, 3),
+        tally(first, Decision.ALLOW, 2, fail_open=True),
+        tally(first, Decision.DENY, 1),
+        tally(second, Decision.ALLOW_WITH_CONSTRAINTS, 1),
+        tally(second, Decision.REQUIRE_APPROVAL, 1),
+        tally(second, Decision.THROTTLE, 1),
+        tally(second + 60, Decision.ALLOW, 1),
+    ]
+
+
+async def test_decision_counts_count_what_every_write_records_and_nothing_else(store):
+    minute = minutes_ago(5)
+    at = minute + 7
+
+    def decision(job: JobRecord, value: Decision, **fields: Any) -> DecisionEntry:
+        return make_decision(job, gate=Gate.DISPATCH, decision=value, at=at, **fields)
+
+    # create_job, with and without an idempotency key.
+    held = await decided(store, at, Decision.REQUIRE_APPROVAL, state=S.APPROVAL_REQUIRED)
+    keyed = make_job()
+    await store.create_job(keyed, decision(keyed, Decision.ALLOW), make_idempotency(keyed, "k"))
+    denied = await decided(store, at, Decision.DENY, state=S.DENIED)
+    # transition, plain and through an intermediate state.
+    await store.transition(held.id, S.PENDING, decision=decision(held, Decision.ALLOW))
+    await store.transition(
+        keyed.id, S.DISPATCHED, via=S.SCHEDULED, decision=decision(keyed, Decision.THROTTLE)
+    )
+    # update_job.
+    await store.update_job(
+        held.id,
+        expect={S.PENDING},
+        changes={"scheduling_attempts": 1},
+        decision=decision(held, Decision.ALLOW, safety_bypassed=True),
+    )
+    counted = [
+        tally(minute, Decision.ALLOW, 2),
+        tally(minute, Decision.ALLOW, 1, fail_open=True),
+        tally(minute, Decision.DENY, 1),
+        tally(minute, Decision.REQUIRE_APPROVAL, 1),
+        tally(minute, Decision.THROTTLE, 1),
+    ]
+    assert await store.decision_counts(minute) == counted
+
+    # Writes that record nothing count nothing: a repeat, refusals, a taken key, a failure.
+    repeat = await store.transition(
+        keyed.id, S.DISPATCHED, decision=decision(keyed, Decision.ALLOW)
+    )
+    assert repeat.changed is False
+    with pytest.raises(ConflictError):
+        await store.update_job(
+            held.id, expect={S.RUNNING}, changes={}, decision=decision(held, Decision.ALLOW)
+        )
+    with pytest.raises(IllegalTransitionError):
+        await store.transition(denied.id, S.PENDING, decision=decision(denied, Decision.ALLOW))
+    again = make_job()
+    taken = await store.create_job(
+        again, decision(again, Decision.ALLOW), make_idempotency(again, "k")
+    )
+    assert taken.created is False
+    with pytest.raises(Exception):  # noqa: B017, PT011 - whatever the adapter's encoder raises
+        await store.transition(
+            keyed.id,
+            S.RUNNING,
+            changes={"result": object()},
+            decision=decision(keyed, Decision.ALLOW),
+        )
+    assert await store.decision_counts(minute) == counted
+    recorded = [await store.job_decisions(j.id) for j in (held, keyed, denied)]
+    assert sum(c.count for c in counted) == sum(map(len, recorded))
+
+
+async def test_decision_counts_are_per_tenant(store):
+    minute = minutes_ago(2)
+    await decided(store, minute + 1, tenant_id="acme")
+    await decided(store, minute + 2, tenant_id="acme", fail_open=True)
+    await decided(store, minute + 3, Decision.DENY, tenant_id="globex")
+    await decided(store, minute + 4, tenant_id="globex|odd:näme")  # the separators, in a name
+    since = minutes_ago(60)
+
+    async def counts(*tenants: str) -> list[DecisionCount]:
+        return await store.decision_counts(since, tenant_ids=frozenset(tenants))
+
+    assert await store.decision_counts(since) == [
+        tally(minute, Decision.ALLOW, 2),
+        tally(minute, Decision.ALLOW, 1, fail_open=True),
+        tally(minute, Decision.DENY, 1),
+    ]
+    assert await counts("acme") == [
+        tally(minute, Decision.ALLOW, 1),
+        tally(minute, Decision.ALLOW, 1, fail_open=True),
+    ]
+    assert await counts("globex") == [tally(minute, Decision.DENY, 1)]
+    assert await counts("globex|odd:näme") == [tally(minute, Decision.ALLOW, 1)]
+    assert await counts("acme", "globex", "nobody") == [
+        tally(minute, Decision.ALLOW, 1),
+        tally(minute, Decision.ALLOW, 1, fail_open=True),
+        tally(minute, Decision.DENY, 1),
+    ]
+    assert await counts("nobody") == []
+    assert await counts() == []
+
+
+async def test_decision_counts_start_with_the_whole_minute_containing_since(store):
+    old, recent = minutes_ago(30), minutes_ago(4)
+    await decided(store, old + 10)
+    await decided(store, recent + 1)
+    await decided(store, recent + 50, Decision.DENY)
+    both = [
+        tally(old, Decision.ALLOW, 1),
+        tally(recent, Decision.ALLOW, 1),
+        tally(recent, Decision.DENY, 1),
+    ]
+    assert await store.decision_counts(old) == both
+    assert await store.decision_counts(old + 59.9) == both
+    assert await store.decision_counts(old + 60) == both[1:]
+    assert await store.decision_counts(recent + 30) == both[1:]
+    assert await store.decision_counts(recent + 60) == []
+
+
+async def test_decision_counts_reach_back_24_hours_and_not_past_the_current_minute(store):
+    now = time.time()
+    await decided(store, now - TALLY_RETENTION_S - 3600)
+    await decided(store, now - TALLY_RETENTION_S + 3600, Decision.THROTTLE)
+    await decided(store, now + 600, Decision.DENY)  # stamped by a clock running ahead
+    kept = decision_minute(now - TALLY_RETENTION_S + 3600)
+    assert await store.decision_counts(0) == [tally(kept, Decision.THROTTLE, 1)]
+    assert await store.decision_counts(now - 3600) == []
+
+
 # --- workers -----------------------------------------------------------------------------
 
 
@@ -731,12 +910,14 @@ async def test_everything_survives_close_and_reopen(store_harness: StoreHarness)
     ids = [full.id, running.id, failed.id]
     before = {job_id: await snapshot(store, job_id) for job_id in ids}
     listed = await store.list_jobs(JobFilter())
+    counts = await store.decision_counts(0)
 
     store = await store_harness.reopen()
     assert {job_id: await snapshot(store, job_id) for job_id in ids} == before
     assert await store.get_job(full.id) == full
     assert await store.job_decisions(full.id) == [full_decision]
     assert await store.list_jobs(JobFilter()) == listed
+    assert await store.decision_counts(0) == counts
     assert await store.get_idempotency("acme", "durable-key") == idem
     assert (await store.list_dlq()).entries == [dlq]
     assert await store.list_workers() == [worker]

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from cordum import __version__
+from cordum import __version__, dashboard
 from cordum.api import errors
 from cordum.api.auth import document_auth
 from cordum.api.routes_approvals import router as approvals_router
@@ -36,6 +36,7 @@ def create_app(plane: ControlPlane, *, on_start: Hook | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await feed.stop()
             await plane.stop()
 
     app = FastAPI(
@@ -54,6 +55,7 @@ def create_app(plane: ControlPlane, *, on_start: Hook | None = None) -> FastAPI:
     app.include_router(workers_router)
     app.include_router(keys_router)
     app.include_router(health)
+    feed = dashboard.install(app, plane)
     _complete_openapi(app)
     return app
 

@@ -1,6 +1,7 @@
 """Who is calling, and may they: API keys, roles and tenants at the HTTP edge.
 
-A key comes in ``X-API-Key`` or ``Authorization: Bearer``. Unknown and revoked keys are
+A key comes in ``X-API-Key`` or ``Authorization: Bearer`` (or, for the dashboard, in its
+session cookie: :mod:`cordum.api.session`). Unknown and revoked keys are
 401, a role without the permission is 403, and an object of a tenant the key does not
 cover is 404, exactly as if it did not exist, so ids never leak across tenants. Every
 refusal is an ``auth.failure`` audit event on the system chain. ``--insecure-no-auth``
@@ -22,6 +23,7 @@ from starlette.requests import HTTPConnection
 
 from cordum.api.deps import plane_of
 from cordum.api.errors import ApiError, not_found
+from cordum.api.session import session_key
 from cordum.models import Job
 from cordum.models.audit import SYSTEM_CHAIN, AuditDraft
 from cordum.models.keys import ALL_TENANTS, Permission, Principal, Role, tenant_problem
@@ -74,14 +76,15 @@ def document_auth(document: dict[str, Any]) -> None:
 
 
 def presented_key(request: HTTPConnection) -> str | None:
-    """The key the request carries, if any."""
+    """The key the request carries, if any: a header, else a dashboard session's cookie
+    where it may stand in for one (see :mod:`cordum.api.session`)."""
     key = request.headers.get("x-api-key")
     if key:
         return key.strip()
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    return None
+    return session_key(request)
 
 
 async def principal_of(request: HTTPConnection) -> Principal:

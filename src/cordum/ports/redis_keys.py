@@ -52,6 +52,11 @@ class Keys:
         """List: the job's decisions, oldest first."""
         return f"{self.prefix}decisions:{job_id}"
 
+    def tally(self, minute: int) -> str:
+        """Hash: ``"<decision>|<1 if fail-open else 0>|<tenant>"`` -> how many decisions of
+        that kind the tenant had in the minute starting at ``minute`` (epoch seconds)."""
+        return f"{self.prefix}tally:{minute}"
+
     def jobs_in_state(self, state: JobState) -> str:
         """Sorted set: ids of the jobs in ``state``, scored as in :attr:`jobs`."""
         return f"{self.prefix}jobs:state:{state.value}"

@@ -11,7 +11,8 @@ would give them. Key layout: :mod:`cordum.ports.redis_keys`.
 The methods are split by what they keep: jobs here, their listings in
 :mod:`~cordum.ports.redis_job_lists`, DLQ and workers in
 :mod:`~cordum.ports.redis_queues`, approvals, policy and keys in
-:mod:`~cordum.ports.redis_records`, the audit chains in :mod:`~cordum.ports.redis_audit`.
+:mod:`~cordum.ports.redis_records`, the audit chains in :mod:`~cordum.ports.redis_audit`,
+the per-minute tally of decisions in :mod:`~cordum.ports.redis_tally`.
 
 Durability is the server's: run it with ``appendonly yes`` (and ``noeviction``), or a
 restart of Redis loses what a restart of SQLite would not.
@@ -49,6 +50,7 @@ from cordum.ports.redis_keys import Keys
 from cordum.ports.redis_queues import QueueKeeping
 from cordum.ports.redis_reads import CoalescedGets
 from cordum.ports.redis_records import RecordKeeping
+from cordum.ports.redis_tally import TALLY_SCRIPT, DecisionTally, count_decision
 from cordum.ports.store import (
     CreateOutcome,
     JobNotFoundError,
@@ -61,7 +63,7 @@ PARSED_JOBS = 4096
 """Job records kept parsed, by their stored bytes (least recently read go first)."""
 
 
-class RedisStore(JobListings, QueueKeeping, RecordKeeping, AuditTrail):
+class RedisStore(JobListings, QueueKeeping, RecordKeeping, AuditTrail, DecisionTally):
     """The Store port on Redis; every key starts with ``prefix``.
 
     ``hasher`` seals the audit chain (give it the HMAC key, when one is configured).
@@ -93,6 +95,7 @@ class RedisStore(JobListings, QueueKeeping, RecordKeeping, AuditTrail):
         self._hasher = hasher or ChainHasher()
         self._chains = AuditChains(self._keys, self._hasher)
         self._commit = Committer(self._redis)
+        self._tally = self._redis.register_script(TALLY_SCRIPT)
         self._sealing_checked = False
         self._sealing_lock = asyncio.Lock()
         self._sealer: asyncio.Task[None] | None = None
@@ -382,4 +385,5 @@ class RedisStore(JobListings, QueueKeeping, RecordKeeping, AuditTrail):
 
     def _add_decision(self, tx: Tx, tenant_id: str, decision: DecisionEntry) -> None:
         tx.call("RPUSH", self._keys.decisions(decision.job_id), decision.model_dump_json())
+        count_decision(tx, self._keys, tenant_id, decision)
         self._chains.seal(tx, decision_event(tenant_id, decision))

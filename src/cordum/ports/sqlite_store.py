@@ -37,6 +37,7 @@ from typing import IO, Any
 from cordum.models.approval import ApprovalRecord
 from cordum.models.audit import AuditDraft, ChainHasher
 from cordum.models.audit_events import decision_event, transition_event
+from cordum.models.decision import Decision
 from cordum.models.pipeline import (
     DecisionEntry,
     DLQEntry,
@@ -57,11 +58,14 @@ from cordum.ports.sqlite_pages import in_clause, newest_first
 from cordum.ports.sqlite_records import RECORD_SCHEMA, RecordTables
 from cordum.ports.store import (
     CreateOutcome,
+    DecisionCount,
     DLQPage,
     JobFilter,
     JobNotFoundError,
     JobPage,
     TransitionOutcome,
+    decision_minute,
+    tally_minutes,
 )
 
 SCHEMA = """
@@ -88,12 +92,20 @@ CREATE TABLE IF NOT EXISTS job_events (
     reason TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS job_events_job ON job_events (job_id, seq);
+-- The columns after data copy the job's tenant and the decision's minute, type and
+-- fail-open, so decision_counts is one scan of decisions_tally, never of data. They are
+-- nullable and last because a store of an earlier version gets them by ALTER TABLE.
 CREATE TABLE IF NOT EXISTS decisions (
     seq INTEGER PRIMARY KEY,
     job_id TEXT NOT NULL,
-    data TEXT NOT NULL
+    data TEXT NOT NULL,
+    tenant_id TEXT,
+    minute INTEGER,
+    decision TEXT,
+    fail_open INTEGER
 );
 CREATE INDEX IF NOT EXISTS decisions_job ON decisions (job_id, seq);
+CREATE INDEX IF NOT EXISTS decisions_tally ON decisions (minute, decision, fail_open, tenant_id);
 CREATE TABLE IF NOT EXISTS idempotency (
     tenant_id TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -365,6 +377,32 @@ class SqliteStore(RecordTables):
         ).fetchall()
         return [DecisionEntry.model_validate_json(data) for (data,) in rows]
 
+    async def decision_counts(
+        self, since: float, *, tenant_ids: frozenset[str] | None = None
+    ) -> list[DecisionCount]:
+        """See :meth:`cordum.ports.store.Store.decision_counts`."""
+        minutes = tally_minutes(since, time.time())
+        if not minutes:
+            return []
+        where = "minute BETWEEN ? AND ?"
+        args: list[Any] = [minutes[0], minutes[-1]]
+        if tenant_ids is not None:
+            clause, values = in_clause("tenant_id", tenant_ids)
+            where += f" AND {clause}"
+            args.extend(values)
+        rows = self._db.execute(
+            "SELECT minute, decision, fail_open, COUNT(*) FROM decisions"
+            f" WHERE {where} GROUP BY minute, decision, fail_open"
+            " ORDER BY minute, decision, fail_open",
+            args,
+        ).fetchall()
+        return [
+            DecisionCount(
+                minute=minute, decision=Decision(value), fail_open=bool(fail_open), count=n
+            )
+            for minute, value, fail_open, n in rows
+        ]
+
     async def get_idempotency(self, tenant_id: str, key: str) -> IdempotencyEntry | None:
         """See :meth:`cordum.ports.store.Store.get_idempotency`."""
         row = self._db.execute(
@@ -510,8 +548,16 @@ class SqliteStore(RecordTables):
         self, db: sqlite3.Connection, tenant_id: str, decision: DecisionEntry
     ) -> None:
         db.execute(
-            "INSERT INTO decisions (job_id, data) VALUES (?, ?)",
-            (decision.job_id, decision.model_dump_json()),
+            "INSERT INTO decisions (job_id, data, tenant_id, minute, decision, fail_open)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                decision.job_id,
+                decision.model_dump_json(),
+                tenant_id,
+                decision_minute(decision.at),
+                decision.decision.value,
+                int(decision.safety_bypassed),
+            ),
         )
         self._audit.append(db, decision_event(tenant_id, decision))
 
@@ -521,6 +567,33 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
     columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
     if columns and "submitter_key" not in columns:
         db.execute("ALTER TABLE jobs ADD COLUMN submitter_key TEXT")
+    columns = {row[1] for row in db.execute("PRAGMA table_info(decisions)")}
+    if columns and "minute" not in columns:
+        _add_tally_columns(db)
+
+
+def _add_tally_columns(db: sqlite3.Connection) -> None:
+    """Give the decisions of an earlier version their tally columns, filled from each row's
+    data and its job (every row: the migration runs once, and leaves no half-filled column).
+
+    One transaction: a crash halfway leaves the old schema, migrated again on the next open.
+    """
+    db.create_function("decision_minute", 1, decision_minute, deterministic=True)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for column in ("tenant_id TEXT", "minute INTEGER", "decision TEXT", "fail_open INTEGER"):
+            db.execute(f"ALTER TABLE decisions ADD COLUMN {column}")
+        db.execute(
+            "UPDATE decisions SET"
+            " tenant_id = (SELECT tenant_id FROM jobs WHERE jobs.id = decisions.job_id),"
+            " minute = decision_minute(json_extract(data, '$.at')),"
+            " decision = json_extract(data, '$.decision'),"
+            " fail_open = coalesce(json_extract(data, '$.safety_bypassed'), 0)"
+        )
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def _job_filter_sql(filters: JobFilter) -> tuple[list[str], list[Any]]:

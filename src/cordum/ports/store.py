@@ -19,6 +19,7 @@ from typing import Any, Final, Protocol
 
 from cordum.models.approval import ApprovalRecord, ApprovalStatus
 from cordum.models.audit import AuditCheckpoint, AuditDraft, AuditEvent, AuditRow
+from cordum.models.decision import Decision
 from cordum.models.keys import ApiKeyRecord
 from cordum.models.pipeline import (
     DecisionEntry,
@@ -133,6 +134,37 @@ class AuditFilter:
     actor: str | None = None
     since_ms: int | None = None
     until_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class DecisionCount:
+    """How many decisions of one type were taken in one minute (fail-open ones apart)."""
+
+    minute: int
+    """Start of the minute, epoch seconds, a multiple of 60."""
+    decision: Decision
+    fail_open: bool
+    """The decisions' ``safety_bypassed``: the kernel was unavailable and the job passed."""
+    count: int
+
+
+TALLY_RETENTION_S: Final = 24 * 3600
+"""How far back :meth:`Store.decision_counts` can count (Redis drops older tallies)."""
+
+
+def decision_minute(at: float) -> int:
+    """The start of the minute containing ``at`` (epoch seconds), as the tallies key it."""
+    return int(at // 60) * 60
+
+
+def tally_minutes(since: float, now: float) -> range:
+    """The minutes :meth:`Store.decision_counts` covers: from the one containing ``since``
+    (none earlier than :data:`TALLY_RETENTION_S` before ``now``) to the one containing ``now``.
+
+    For adapters, so that every one of them counts the same window.
+    """
+    first = max(decision_minute(since), decision_minute(now - TALLY_RETENTION_S))
+    return range(first, decision_minute(now) + 1, 60)
 
 
 class _AssignedVersion:
@@ -257,6 +289,26 @@ class Store(Protocol):
 
     async def job_decisions(self, job_id: str) -> list[DecisionEntry]:
         """Every decision taken on a job, oldest first."""
+        ...
+
+    async def decision_counts(
+        self, since: float, *, tenant_ids: frozenset[str] | None = None
+    ) -> list[DecisionCount]:
+        """Decisions recorded at or after ``since``, by minute, type and fail-open.
+
+        ``since`` is epoch seconds, taken in whole minutes: the minute containing it counts
+        whole. A decision counts in the minute of its ``at``, for its job's tenant;
+        ``tenant_ids`` keeps these tenants only (None: every tenant; empty: none). Sorted
+        by minute, then decision value (then fail-open ones last); minutes and types
+        without decisions are left out.
+
+        The tally is kept for :data:`TALLY_RETENTION_S` (24 hours): Redis expires older
+        minutes, and every adapter counts none earlier than the minute 24 hours before
+        now, whatever ``since`` says. Nor does it count minutes after the current one
+        (decisions stamped by a clock running ahead count once their minute comes).
+        Every write that records a decision updates the tally in the same transaction,
+        so the two never disagree.
+        """
         ...
 
     async def get_idempotency(self, tenant_id: str, key: str) -> IdempotencyEntry | None:
