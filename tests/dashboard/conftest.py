@@ -39,9 +39,13 @@ def _chromium_missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """One headless Chromium for the session."""
+    """One headless Chromium per test module.
+
+    Not per session: Playwright's sync API holds an event loop on the main thread while
+    it runs, and the async tests of other modules need that thread's loop free.
+    """
     missing = _chromium_missing()
     if missing:
         if os.environ.get("CI") == "true":
