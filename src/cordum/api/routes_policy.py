@@ -44,10 +44,16 @@ TEXT_READERS = frozenset({Role.ADMIN, Role.OPERATOR})
 """Roles that may read the policy's text with a key of some tenants only."""
 
 
-async def _may_read_text(request: Request, principal: CanRead) -> Principal:
-    """``read``, and a key of every tenant or an admin or operator key: the rules may name
-    any tenant, which a viewer or agent of one tenant has no business learning."""
-    if principal.all_tenants or principal.role in TEXT_READERS:
+def reads_policy_text(principal: Principal) -> bool:
+    """Whether ``principal`` may read the policy's text: a key of every tenant, or an admin
+    or operator key. The rules may name any tenant, which a viewer or agent of one tenant
+    has no business learning."""
+    return principal.all_tenants or principal.role in TEXT_READERS
+
+
+async def may_read_text(request: Request, principal: CanRead) -> Principal:
+    """``read``, and :func:`reads_policy_text`; otherwise audited and refused (403)."""
+    if reads_policy_text(principal):
         return principal
     await record_failure(request, principal, "forbidden", "read policy text")
     raise ApiError(
@@ -60,7 +66,7 @@ async def _may_read_text(request: Request, principal: CanRead) -> Principal:
     )
 
 
-CanReadText = Annotated[Principal, Depends(_may_read_text)]
+CanReadText = Annotated[Principal, Depends(may_read_text)]
 
 MAX_MESSAGE = 2000
 YAML_TYPES = frozenset(

@@ -20,7 +20,7 @@ from starlette.responses import RedirectResponse, Response
 
 from cordum.api.auth import authorize
 from cordum.api.errors import ApiError
-from cordum.dashboard.render import TEMPLATES
+from cordum.dashboard.render import signed_out_page
 from cordum.models.keys import Permission, Principal
 
 PAGE_PREFIXES = ("/api/", "/health", "/readyz", "/metrics", "/docs", "/redoc", "/openapi")
@@ -77,9 +77,6 @@ async def _answer(handler: HttpHandler, request: Request, exc: Exception) -> Res
 
 def error_page(request: Request, status: int, message: str) -> Response:
     """A plain page saying what went wrong and where to go."""
-    return TEMPLATES.TemplateResponse(
-        request,
-        "error.html",
-        {"status": status, "message": message, "principal": None, "nav": (), "section": ""},
-        status_code=status,
+    return signed_out_page(
+        request, "error.html", section="", status_code=status, status=status, message=message
     )

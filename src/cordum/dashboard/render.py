@@ -67,6 +67,18 @@ TEMPLATES.env.filters["pretty"] = pretty
 TEMPLATES.env.filters["iso"] = iso
 
 
+def signed_out_page(
+    request: Request, template: str, *, section: str, status_code: int = 200, **context: Any
+) -> HTMLResponse:
+    """Render ``template`` for nobody in particular (sign-in, errors): no navigation."""
+    return TEMPLATES.TemplateResponse(
+        request,
+        template,
+        {"principal": None, "nav": (), "section": section, **context},
+        status_code=status_code,
+    )
+
+
 def page(
     request: Request,
     template: str,

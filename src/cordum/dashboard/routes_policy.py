@@ -22,7 +22,7 @@ from cordum.api.deps import plane_of
 from cordum.api.errors import ApiError
 from cordum.dashboard.access import viewer
 from cordum.dashboard.render import page
-from cordum.models.keys import Permission, Principal
+from cordum.models.keys import Permission
 from cordum.policy import PolicyLoadError
 from cordum.policy.loader import bundle_order
 from cordum.policy.raw import RULE_LISTS, spelling
@@ -38,13 +38,6 @@ MAX_DIFF_LINES: Final = 20_000
 MAX_REF: Final = 200
 
 
-def reads_text(principal: Principal) -> bool:
-    """Whether the API shows ``principal`` the policy's text (``GET /policy/snapshots/{ref}``
-    and bundles): a key of every tenant, or an admin or operator key. Asked before
-    fetching, so a page does not log an ``auth.failure`` each time a viewer opens it."""
-    return principal.all_tenants or principal.role in routes_policy.TEXT_READERS
-
-
 @router.get("/policy")
 async def policy(request: Request) -> Response:
     """The active snapshot (rules and source), the history, the simulator, publish and
@@ -58,7 +51,8 @@ async def policy(request: Request) -> Response:
     sources: dict[str, str] | None = None
     rules: list[dict[str, str]] | None = None
     drafts_changed: list[str] | None = None
-    if active is not None and reads_text(principal):
+    # Asked before fetching, so a viewer opening the page is not audited as refused.
+    if active is not None and routes_policy.reads_policy_text(principal):
         reads = [routes_policy.get_snapshot(request, str(active["version"]), principal)]
         if may_change:
             reads.append(routes_policy.list_bundles(request, principal))
@@ -154,7 +148,7 @@ async def policy_diff(request: Request, left: str = "", right: str = "") -> Resp
     status = 200
     if left and right:
         # The API's own check (and its audit of a refusal): the text may name any tenant.
-        await routes_policy._may_read_text(request, principal)
+        await routes_policy.may_read_text(request, principal)
         try:
             sides = await asyncio.gather(
                 routes_policy.get_snapshot(request, left, principal),

@@ -13,7 +13,7 @@ from cordum.api.deps import plane_of
 from cordum.api.session import end_session, form_token_matches, start_session
 from cordum.dashboard.access import viewer
 from cordum.dashboard.live import LiveFeed
-from cordum.dashboard.render import TEMPLATES
+from cordum.dashboard.render import signed_out_page
 
 router = APIRouter(include_in_schema=False)
 
@@ -26,11 +26,8 @@ def local_target(target: str | None) -> str:
 
 
 def _login_page(request: Request, target: str, error: str | None, status: int) -> Response:
-    return TEMPLATES.TemplateResponse(
-        request,
-        "login.html",
-        {"principal": None, "nav": (), "section": "login", "next": target, "error": error},
-        status_code=status,
+    return signed_out_page(
+        request, "login.html", section="login", status_code=status, next=target, error=error
     )
 
 
