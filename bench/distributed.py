@@ -8,7 +8,11 @@ prefix, and deletes its keys afterwards.
 
 Figures: end-to-end jobs/s (closed loop, first submit to last result stored) and p50/p99
 submit-to-worker-start at a fixed offered load (open loop, from the moment each submit
-was due to the moment the worker's claim was committed, ``started_at``).
+was due to the moment the worker's claim was committed, ``started_at``). With the
+throughput run comes where the CPU went: milliseconds of CPU per job for each role, Redis,
+NATS and the load generator (read from ``/proc``, so on Linux only). On a machine whose
+cores they all share, their sum bounds the throughput: 2 cores at 4 ms a job is at most
+500 jobs/s, however the work is spread.
 """
 
 from __future__ import annotations
@@ -41,10 +45,54 @@ TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT", "DENIED", "OUTPUT_QUA
 
 @dataclass
 class Cluster:
-    """A running cluster: the gateway's URL and the run's Redis key prefix."""
+    """A running cluster: the gateway's URL, the run's Redis key prefix, and the pid of
+    each role's process ("scheduler 1", "scheduler 2", ... for replicas)."""
 
     url: str
     prefix: str
+    pids: dict[str, int]
+
+
+def cpu_ticks(pid: int) -> int | None:
+    """User + system CPU time of a process so far, in clock ticks (None: not readable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+
+
+def service_pids() -> dict[str, int]:
+    """Redis's pid (it says) and the NATS server's (when exactly one runs here)."""
+    pids = {"redis": int(redis.Redis.from_url(REDIS_URL).info("server")["process_id"])}
+    found = subprocess.run(["pgrep", "-x", "nats-server"], capture_output=True, text=True)
+    nats = found.stdout.split()
+    if len(nats) == 1:
+        pids["nats"] = int(nats[0])
+    return pids
+
+
+class CpuMeter:
+    """CPU used by each process of ``pids`` between ``start()`` and ``per_job(jobs)``."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = {**pids, **service_pids(), "load generator": os.getpid()}
+        self.before: dict[str, int | None] = {}
+
+    def start(self) -> None:
+        """Take the first reading."""
+        self.before = {name: cpu_ticks(pid) for name, pid in self.pids.items()}
+
+    def per_job(self, jobs: int) -> dict[str, float]:
+        """Milliseconds of CPU per job, by process, and their total."""
+        tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+        figures = {}
+        for name, pid in self.pids.items():
+            now, before = cpu_ticks(pid), self.before.get(name)
+            if now is not None and before is not None:
+                figures[name] = round((now - before) * tick_ms / jobs, 3)
+        figures["total"] = round(sum(figures.values()), 3)
+        return figures
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -103,23 +151,28 @@ def cluster(schedulers: int, logs: Path, kernel: str = "remote") -> Iterator[Clu
     cordum = [sys.executable, "-m", "cordum.cli.main"]
     policy = str(HERE / "policies" / "pipeline.yaml")
     processes: list[subprocess.Popen[bytes]] = []
+    pids: dict[str, int] = {}
     url = f"http://127.0.0.1:{port}"
     try:
         if kernel == "remote":
             kernel_log = logs / "kernel.log"
             processes.append(_spawn([*cordum, "kernel"], env, kernel_log))
+            pids["kernel"] = processes[-1].pid
             _wait_port(kernel_port, processes[-1], kernel_log)
         gateway = _spawn(
             [*cordum, "gateway", "--port", str(port), "--policy", policy], env, logs / "gw.log"
         )
         processes.append(gateway)
+        pids["gateway"] = gateway.pid
         wait_ready(url, gateway)
         for n in range(schedulers):
             processes.append(_spawn([*cordum, "scheduler"], env, logs / f"scheduler{n}.log"))
+            pids["scheduler" if schedulers == 1 else f"scheduler {n + 1}"] = processes[-1].pid
         worker = [sys.executable, str(HERE / "nats_worker.py"), NATS_URL, REDIS_URL, run]
         processes.append(_spawn(worker, env, logs / "worker.log"))
+        pids["worker"] = processes[-1].pid
         _wait_for_worker(url)
-        yield Cluster(url, prefix)
+        yield Cluster(url, prefix, pids)
     finally:
         _stop(processes)
         _forget(prefix)
@@ -195,11 +248,14 @@ def throughput(
     """End-to-end jobs/s through the cluster."""
     with cluster(schedulers, logs, kernel) as running:
         body = {"topic": "job.bench.echo", "context": {"name": "bench"}}
+        cpu = CpuMeter(running.pids)
+        cpu.start()
         start = asyncio.run(
             closed_loop(running.url, body, jobs=jobs, concurrency=concurrency, headers=AUTH)
         )
         submitted = time.time()
         wait_done(running.prefix, jobs)
+        cpu_ms_per_job = cpu.per_job(jobs)
         stored = stored_jobs(running.prefix)
     finished = [j["finished_at"] for j in stored.values() if j["state"] == "SUCCEEDED"]
     elapsed = max(finished) - start
@@ -212,6 +268,7 @@ def throughput(
         "submit_rps": round(jobs / (submitted - start), 1),
         "end_to_end_jobs_per_s": round(len(finished) / elapsed, 1),
         "elapsed_s": round(elapsed, 2),
+        "cpu_ms_per_job": cpu_ms_per_job,
     }
 
 

@@ -5,10 +5,10 @@ python bench/nats_worker.py NATS_URL REDIS_URL SUBJECT_PREFIX
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from typing import Any
 
+from cordum import eventloop
 from cordum.sdk import JobContext, Worker
 from cordum.sdk.natslink import NatsLink
 
@@ -27,7 +27,7 @@ def main() -> None:
     async def echo(ctx: JobContext) -> Any:
         return ctx.input
 
-    asyncio.run(worker.serve(link=NatsLink(nats_url, redis_url, subject_prefix=prefix)))
+    eventloop.run(worker.serve(link=NatsLink(nats_url, redis_url, subject_prefix=prefix)))
 
 
 if __name__ == "__main__":

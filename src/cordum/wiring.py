@@ -12,8 +12,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-import redis.asyncio as aioredis
-
 from cordum.config import Settings
 from cordum.models.audit import ChainHasher
 from cordum.policy import Policy, VelocityStore, load, load_text
@@ -123,6 +121,7 @@ async def build_plane(
     from cordum.ports.nats_bus import NatsBus
     from cordum.ports.redis_breaker import RedisBreakerBackend
     from cordum.ports.redis_lease import RedisLease
+    from cordum.ports.redis_pool import pooled_client
     from cordum.ports.redis_store import RedisStore
     from cordum.ports.redis_velocity import RedisVelocityStore
 
@@ -130,7 +129,7 @@ async def build_plane(
     prefix = settings.redis_prefix
     hasher = ChainHasher(hmac_key_bytes(settings.audit_hmac_key))
     store = await RedisStore.connect(store_url, prefix=prefix, hasher=hasher)
-    blobs = aioredis.from_url(store_url)
+    blobs = pooled_client(store_url)
     try:
         bus = await NatsBus.connect(
             bus_url,

@@ -218,6 +218,20 @@ def test_output_rules_on_errors_and_size():
     assert loaded.evaluate_output({"topic": "job.a"}, "small").decision is OutputDecision.ALLOW
 
 
+def test_without_output_rules_every_output_passes_unchanged_unlooked_at(monkeypatch):
+    loaded = policy(ALLOW)
+    output = {"log": "token=ghp_" + "z" * 36, "n": [1, 2]}
+
+    def unexpected(*args, **kwargs):
+        raise AssertionError("the job was normalised for no output rule")
+
+    monkeypatch.setattr("cordum.policy.engine.to_policy_input", unexpected)
+    verdict = loaded.evaluate_output({"topic": "job.a"}, output, failed=True)
+    assert verdict.decision is OutputDecision.ALLOW
+    assert verdict.output is output
+    assert (verdict.rule_id, verdict.findings) == (None, ())
+
+
 def test_finding_paths_never_spell_out_a_secret_used_as_a_key():
     loaded = policy(ALLOW, input_rules=[input_rule(scanners=["secret"])])
     record = loaded.evaluate(

@@ -600,6 +600,22 @@ async def test_replacing_a_key_revokes_it(store):
     assert sorted(await store.list_api_keys(), key=lambda k: k.key_id) == [revoked, other]
 
 
+async def test_concurrent_key_lookups_each_get_their_own_key_and_see_a_revocation(store):
+    """Every request looks its key up, many at once (the Redis store answers concurrent
+    lookups with one HMGET): each gets its own record, and a lookup made after a
+    revocation returned never sees the key active."""
+    keys = [make_key(f"ck_c{n}") for n in range(40)]
+    for key in keys:
+        await store.put_api_key(key)
+    wanted = [key.key_id for key in keys] * 3 + ["ck_unknown"] * 5
+    found = await asyncio.gather(*(store.get_api_key(key_id) for key_id in wanted))
+    assert found == [*(keys * 3), *([None] * 5)]
+    revoked = keys[7].model_copy(update={"revoked_at": next_time()})
+    await store.put_api_key(revoked)
+    after = await asyncio.gather(*(store.get_api_key("ck_c7") for _ in range(10)))
+    assert after == [revoked] * 10
+
+
 async def test_revoking_a_key_keeps_its_place_in_the_oldest_first_listing(store):
     keys = [make_key(f"ck_{n}") for n in range(3)]
     for key in keys:

@@ -10,6 +10,8 @@ real NATS and Redis:
   arrive, and the output is at ``res:<job_id>`` (kept a week);
 - a claim answered null, or never answered within the retry window, means the handler
   never runs; one whose answer was lost is asked again and runs once;
+- a burst of results larger than redis-py's default connection pool is delivered at
+  the first attempt (calls queue for a connection);
 - a failing handler gives FAILED_RETRYABLE, ``FatalError`` FAILED_FATAL, with no output;
 - a cancel for this worker reaches its running handler (async: cancelled, sync:
   ``ctx.cancelled``) and no result is sent; a cancel for another worker is ignored;
@@ -80,7 +82,8 @@ class FakePlane:
         self.worker_id = backing.unique_prefix("natslink")
         self.prefix = self.worker_id
         self.nc = NatsClient()
-        self.blobs = aioredis.Redis.from_url(redis_url)
+        pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=16)
+        self.blobs = aioredis.Redis.from_pool(pool)
         self.assignments: dict[str, dict[str, Any]] = {}
         self.refused: set[str] = set()
         self.silent: set[str] = set()
@@ -369,6 +372,36 @@ async def test_failures_are_retryable_unless_fatal(plane: FakePlane) -> None:
     assert not retryable.result_ptr
     assert not fatal.result_ptr
     assert await plane.blobs.exists(cap.result_key(crashed), cap.result_key(refused)) == 0
+
+
+async def test_a_burst_of_results_beyond_the_redis_pool_is_delivered_first_time(
+    plane: FakePlane, caplog: pytest.LogCaptureFixture
+) -> None:
+    """More results at once than redis-py's default pool has connections (100): each
+    waits for a connection rather than fail as "too many connections" and be retried."""
+    burst = 130
+    worker = worker_for(plane, concurrency=burst, timeout=WAIT_S)
+    started: set[str] = set()
+    release = asyncio.Event()
+
+    @worker.handle("job.nl.burst")
+    async def hold(ctx: JobContext) -> dict[str, str]:
+        started.add(ctx.job_id)
+        if len(started) == burst:
+            release.set()
+        await release.wait()  # every handler returns in the same instant
+        return {"job": ctx.job_id}
+
+    job_ids = [plane.job_id(f"burst-{n}") for n in range(burst)]
+    async with serving(worker, plane):
+        await asyncio.gather(*(plane.dispatch(j, "job.nl.burst", {}) for j in job_ids))
+        results = [await plane.result(job_id) for job_id in job_ids]
+
+    assert all(r.status == job_pb2.JOB_STATUS_SUCCEEDED for r in results)
+    assert len(plane.published(cap.RESULT)) == burst  # each sent once: none failed first
+    stored = await plane.blobs.mget([cap.result_key(j) for j in job_ids])
+    assert [json.loads(raw)["job"] for raw in stored] == job_ids
+    assert not [r for r in caplog.records if "not delivered" in r.getMessage()]
 
 
 async def test_a_cancel_for_this_worker_stops_its_handler_one_for_another_is_ignored(

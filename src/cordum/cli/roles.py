@@ -22,6 +22,7 @@ import typer
 import uvicorn
 from rich.markup import escape
 
+from cordum import eventloop
 from cordum.cli import render
 from cordum.cli.output import EXIT_FAILED, EXIT_USAGE, console, err_console
 from cordum.config import Settings, SettingsError
@@ -64,7 +65,7 @@ def _run(main: Callable[[], Coroutine[Any, Any, None]], settings: Settings) -> N
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        asyncio.run(main())
+        eventloop.run(main())
     except KeyboardInterrupt:
         pass
     except PolicyLoadError as exc:

@@ -208,6 +208,8 @@ class Policy:
 
     def evaluate_output(self, job: Any, output: Any, *, failed: bool = False) -> OutputVerdict:
         """Check a job's result against the output rules (first match wins)."""
+        if not self.output_rules:
+            return OutputVerdict(decision=OutputDecision.ALLOW, output=output)
         normalized = to_policy_input(job, self._default_tenant)
         for compiled in self.output_rules:
             finding = compiled.finding(normalized, output, failed)

@@ -22,6 +22,7 @@ from cordum.ports.redis_audit import AuditChains
 from cordum.ports.redis_commit import Committer, Tx
 from cordum.ports.redis_keys import Keys
 from cordum.ports.redis_pages import newest_first, page_bound
+from cordum.ports.redis_reads import CoalescedGets
 from cordum.ports.store import ApprovalFilter, ApprovalPage, with_snapshot_version
 
 
@@ -31,6 +32,8 @@ class RecordKeeping:
     _keys: Keys
     _chains: AuditChains
     _commit: Committer
+    _api_key_gets: CoalescedGets
+    """Every request looks its key up: concurrent lookups share one HMGET."""
 
     async def _ready(self) -> Redis:
         raise NotImplementedError  # provided by RedisStore
@@ -224,8 +227,8 @@ class RecordKeeping:
 
     async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
         """See :meth:`cordum.ports.store.Store.get_api_key`."""
-        redis = await self._ready()
-        raw = await redis.hget(self._keys.api_keys, key_id)
+        await self._ready()
+        raw = await self._api_key_gets.get(key_id)
         return None if raw is None else ApiKeyRecord.model_validate_json(raw)
 
     async def list_api_keys(self) -> list[ApiKeyRecord]:

@@ -27,9 +27,7 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.asyncio import Redis
 
 from cordum.models.approval import ApprovalRecord
 from cordum.models.audit import AuditDraft, ChainHasher
@@ -47,6 +45,7 @@ from cordum.ports.redis_audit import AuditChains, AuditTrail, check_sealing
 from cordum.ports.redis_commit import Committer, Read, StoreClosedError, Tx
 from cordum.ports.redis_job_lists import JobListings
 from cordum.ports.redis_keys import Keys
+from cordum.ports.redis_pool import MAX_CONNECTIONS, POOL_TIMEOUT_S, pooled_client
 from cordum.ports.redis_queues import QueueKeeping
 from cordum.ports.redis_reads import CoalescedGets
 from cordum.ports.redis_records import RecordKeeping
@@ -81,16 +80,11 @@ class RedisStore(JobListings, QueueKeeping, RecordKeeping, AuditTrail, DecisionT
         *,
         prefix: str = "cordum:",
         hasher: ChainHasher | None = None,
-        max_connections: int = 64,
-        pool_timeout: float = 20,
+        max_connections: int = MAX_CONNECTIONS,
+        pool_timeout: float = POOL_TIMEOUT_S,
     ) -> None:
         self.prefix = prefix
-        # No transparent retries: a commit resent after its reply was lost could apply
-        # twice. A connection error reaches the caller, who knows the write may have landed.
-        pool = BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=pool_timeout, retry=Retry(NoBackoff(), 0)
-        )
-        self._redis = Redis.from_pool(pool)
+        self._redis = pooled_client(url, max_connections=max_connections, pool_timeout=pool_timeout)
         self._keys = Keys(prefix)
         self._hasher = hasher or ChainHasher()
         self._chains = AuditChains(self._keys, self._hasher)
@@ -99,7 +93,10 @@ class RedisStore(JobListings, QueueKeeping, RecordKeeping, AuditTrail, DecisionT
         self._sealing_checked = False
         self._sealing_lock = asyncio.Lock()
         self._sealer: asyncio.Task[None] | None = None
-        self._gets = CoalescedGets(self._redis)
+        self._gets = CoalescedGets(self._redis.mget)
+        self._api_key_gets = CoalescedGets(
+            lambda key_ids: self._redis.hmget(self._keys.api_keys, key_ids)
+        )
         self._parsed_jobs: dict[bytes, JobRecord] = {}
         self._sealer_stopping = False
         self._closed = False
@@ -305,6 +302,7 @@ class RedisStore(JobListings, QueueKeeping, RecordKeeping, AuditTrail, DecisionT
         self._closed = True
         try:
             await self._gets.idle()
+            await self._api_key_gets.idle()
             await self._commit.close()
             if self._sealer is not None and self._chains.wake is not None:
                 # Not cancelled: a Redis call cancelled midway can leave its connection

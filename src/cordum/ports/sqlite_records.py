@@ -50,6 +50,20 @@ CREATE TABLE IF NOT EXISTS api_keys (
 """
 
 
+CHAINS_QUERY = """
+WITH RECURSIVE chains(tenant_id) AS (
+    SELECT MIN(tenant_id) FROM audit_events
+    UNION ALL
+    SELECT (SELECT MIN(tenant_id) FROM audit_events WHERE tenant_id > chains.tenant_id)
+    FROM chains WHERE chains.tenant_id IS NOT NULL
+)
+SELECT tenant_id FROM chains WHERE tenant_id IS NOT NULL
+"""
+"""Every chain, in order: one index probe per chain (a skip scan), where ``SELECT
+DISTINCT`` reads the whole index (80 ms at a million events, and the dashboard's live
+feed asks every 0.4 s)."""
+
+
 class RecordTables:
     """Approvals, policy bundles and snapshots, API keys and the audit chain on SQLite."""
 
@@ -306,7 +320,7 @@ class RecordTables:
 
     async def audit_chains(self) -> list[str]:
         """See :meth:`cordum.ports.store.Store.audit_chains`."""
-        rows = self._db.execute("SELECT DISTINCT tenant_id FROM audit_events ORDER BY 1").fetchall()
+        rows = self._db.execute(CHAINS_QUERY).fetchall()
         return [tenant for (tenant,) in rows]
 
     async def audit_head(self, tenant_id: str) -> tuple[int, str]:

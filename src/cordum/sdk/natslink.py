@@ -51,6 +51,7 @@ from pydantic import ValidationError
 from cordum.models import cap_packets as cap
 from cordum.models.pipeline import JobAssignment
 from cordum.models.subjects import valid_subject
+from cordum.sdk._flush import SharedFlush
 from cordum.sdk.errors import CordumAPIError, CordumUnavailable
 from cordum.sdk.links import CancelListener
 
@@ -69,6 +70,9 @@ RESULT_IN_FLIGHT_S: Final = 120.0
 longer than the bus takes to hand an unacknowledged result to another scheduler."""
 RESULT_TTL_S: Final = 7 * 86_400
 """How long a written result stays in Redis: a week, longer than any job timeout."""
+
+MAX_REDIS_CONNECTIONS: Final = 16
+"""Connections to Redis per worker: job input is read in batches, results are small."""
 
 RECONNECT_WAIT_S: Final = 1
 """Seconds between NATS reconnection attempts (they go on for as long as it takes)."""
@@ -128,6 +132,8 @@ class NatsLink:
         self._where = ",".join(redacted(url) for url in self.servers)
         self._redis = self._new_redis()
         self._nats: NatsClient | None = None
+        self._flush = SharedFlush()
+        """Confirms publishes on ``_nats`` (a new one comes with each new connection)."""
         self._subscriptions: list[Subscription] = []
         self._jobs: deque[bytes] = deque()
         self._cancels: list[str] = []
@@ -215,7 +221,7 @@ class NatsLink:
         except (TimeoutError, *_NATS_FAILURES) as exc:
             await client.close()
             raise CordumUnavailable(f"NATS at {self._where} unreachable: {_failure(exc)}") from None
-        self._nats = client
+        self._nats, self._flush = client, SharedFlush()
         self._subscriptions = []
         return client
 
@@ -476,19 +482,20 @@ class NatsLink:
                 log.debug("unsubscribing failed: %s", _failure(exc))
 
     async def _publish(self, subject: str, packet: Packet, *, confirm: bool) -> None:
-        """Publish ``packet``; with ``confirm``, return once the NATS server has it.
+        """Publish ``packet``; with ``confirm``, return once the NATS server has it (one
+        flush confirms every publish made before it: see :mod:`cordum.sdk._flush`).
 
         Raises while reconnecting rather than leave the packet in nats-py's buffer: its
         flush returns at once then, which would confirm nothing.
         """
-        client = self._nats
+        client, shared_flush = self._nats, self._flush
         if client is None or not client.is_connected:
             raise CordumUnavailable(f"NATS at {self._where} is not connected; {subject} not sent")
         try:
             payload = packet.SerializeToString(deterministic=True)
             await client.publish(self._prefix + subject, payload)
             if confirm:
-                await client.flush(timeout=self._whole_s)
+                await shared_flush(lambda: client.flush(timeout=self._whole_s))
         except _NATS_FAILURES as exc:
             raise CordumUnavailable(
                 f"NATS at {self._where}: {subject} not delivered ({_failure(exc)})"
@@ -500,9 +507,16 @@ class NatsLink:
         return f"Redis at {redacted(self.redis_url)} unavailable: {_failure(exc)}"
 
     def _new_redis(self) -> aioredis.Redis:
-        return aioredis.Redis.from_url(
-            self.redis_url, socket_connect_timeout=self.timeout, socket_timeout=self.timeout
+        # Blocking: past MAX_REDIS_CONNECTIONS a call waits for a connection rather than
+        # fail with "too many connections" (a worker runs many jobs at once).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.redis_url,
+            max_connections=MAX_REDIS_CONNECTIONS,
+            timeout=self.timeout,
+            socket_connect_timeout=self.timeout,
+            socket_timeout=self.timeout,
         )
+        return aioredis.Redis.from_pool(pool)
 
     def _redis_failed(self, exc: BaseException) -> CordumUnavailable:
         """What to raise for a failed Redis call. The client is replaced: a connection a

@@ -20,6 +20,7 @@ import signal
 from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
+from cordum import eventloop
 from cordum.models.subjects import valid_subject
 from cordum.sdk._registration import Registration
 from cordum.sdk._session import Session
@@ -120,7 +121,7 @@ class Worker:
 
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT (a second one skips waiting for handlers), then return."""
-        asyncio.run(self._serve_until_signalled())
+        eventloop.run(self._serve_until_signalled())
 
     async def _serve_until_signalled(self) -> None:
         loop = asyncio.get_running_loop()
