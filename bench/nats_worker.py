@@ -8,8 +8,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from cordum import eventloop
-from cordum.sdk import JobContext, Worker
+from cordum.sdk import JobContext, Worker, eventloop
 from cordum.sdk.natslink import NatsLink
 
 

@@ -22,11 +22,11 @@ import typer
 import uvicorn
 from rich.markup import escape
 
-from cordum import eventloop
 from cordum.cli import render
 from cordum.cli.output import EXIT_FAILED, EXIT_USAGE, console, err_console
 from cordum.config import Settings, SettingsError
 from cordum.policy import PolicyLoadError
+from cordum.sdk import eventloop
 from cordum.services.policy_admin import StartupPolicyError
 from cordum.wiring import GATEWAY, SCHEDULER, KernelRole, build_plane, load_policy
 

@@ -20,8 +20,8 @@ import signal
 from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
-from cordum import eventloop
 from cordum.models.subjects import valid_subject
+from cordum.sdk import eventloop
 from cordum.sdk._registration import Registration
 from cordum.sdk._session import Session
 from cordum.sdk._wire import Settings

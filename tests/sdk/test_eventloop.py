@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from cordum import eventloop
+from cordum.sdk import eventloop
 
 
 async def loop_type() -> str:

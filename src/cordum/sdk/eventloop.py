@@ -4,6 +4,9 @@ uvloop's transports and scheduling are written in C; the roles of distributed mo
 much of their time in socket writes and callbacks (Redis commands, NATS messages), so
 the same work costs noticeably less CPU on it. uvicorn picks it the same way for
 ``cordum up``. Without uvloop (it does not support Windows), the standard loop runs.
+
+It lives in the SDK because :meth:`Worker.run <cordum.sdk.Worker.run>` uses it and the
+SDK imports nothing of the server; the server's roles (``cordum gateway`` ...) use it too.
 """
 
 from __future__ import annotations
