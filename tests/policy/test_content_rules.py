@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cordum.models import Decision, OutputDecision
+from cordum.models import Decision, Job, OutputDecision
 from cordum.policy import job_input
 from cordum.policy.scanners import detector_kinds, scan, spans
 from cordum.policy.schema import Scanner
@@ -218,7 +218,7 @@ def test_output_rules_on_errors_and_size():
     assert loaded.evaluate_output({"topic": "job.a"}, "small").decision is OutputDecision.ALLOW
 
 
-def test_without_output_rules_every_output_passes_unchanged_unlooked_at(monkeypatch):
+def test_without_output_rules_a_jobs_output_passes_unchanged_unlooked_at(monkeypatch):
     loaded = policy(ALLOW)
     output = {"log": "token=ghp_" + "z" * 36, "n": [1, 2]}
 
@@ -226,7 +226,7 @@ def test_without_output_rules_every_output_passes_unchanged_unlooked_at(monkeypa
         raise AssertionError("the job was normalised for no output rule")
 
     monkeypatch.setattr("cordum.policy.engine.to_policy_input", unexpected)
-    verdict = loaded.evaluate_output({"topic": "job.a"}, output, failed=True)
+    verdict = loaded.evaluate_output(Job(topic="job.a"), output, failed=True)
     assert verdict.decision is OutputDecision.ALLOW
     assert verdict.output is output
     assert (verdict.rule_id, verdict.findings) == (None, ())

@@ -18,6 +18,7 @@ from cordum.models import (
     Decision,
     DecisionRecord,
     Explanation,
+    Job,
     OutputDecision,
     OutputVerdict,
     RuleOutcome,
@@ -208,7 +209,9 @@ class Policy:
 
     def evaluate_output(self, job: Any, output: Any, *, failed: bool = False) -> OutputVerdict:
         """Check a job's result against the output rules (first match wins)."""
-        if not self.output_rules:
+        if not self.output_rules and isinstance(job, Job | PolicyInput):
+            # Nothing to check, and a validated job needs no normalising. A mapping
+            # still goes through it: a misspelt field is refused at every entry point.
             return OutputVerdict(decision=OutputDecision.ALLOW, output=output)
         normalized = to_policy_input(job, self._default_tenant)
         for compiled in self.output_rules:
