@@ -7,10 +7,10 @@ records the latest run of each.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +22,8 @@ from typing import Any
 
 import httpx
 import yaml
+
+from cordum.cli.cluster import stop_processes
 
 PACKAGES = ("cordum", "pydantic", "PyYAML", "google-re2", "fastapi", "uvicorn", "httpx")
 
@@ -58,6 +60,50 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[rank]
 
 
+def latency_figures(values_ms: list[float]) -> dict[str, Any]:
+    """p50, p90, p99 and max of latencies in milliseconds."""
+    return {
+        "p50_ms": round(percentile(values_ms, 50), 2),
+        "p90_ms": round(percentile(values_ms, 90), 2),
+        "p99_ms": round(percentile(values_ms, 99), 2),
+        "max_ms": round(max(values_ms), 2),
+    }
+
+
+def start_delays_ms(
+    answers: list[tuple[float, bytes]], stored: dict[str, dict[str, Any]]
+) -> list[float]:
+    """Submit-to-worker-start of each answered submit: from when it was due (open loop)
+    to the ``started_at`` of its stored job."""
+    delays = []
+    for due, payload in answers:
+        job = stored[json.loads(payload)["job_id"]]
+        delays.append((job["started_at"] - due) * 1000)
+    return delays
+
+
+def throughput_figures(
+    stored: dict[str, dict[str, Any]],
+    *,
+    jobs: int,
+    start: float,
+    submitted: float,
+    concurrency: int,
+) -> dict[str, Any]:
+    """Jobs/s of a closed-loop run of ``jobs`` submits, from ``start`` to ``submitted``,
+    and end to end from ``start`` to the last stored job's finish."""
+    finished = [j["finished_at"] for j in stored.values() if j["state"] == "SUCCEEDED"]
+    elapsed = max(finished) - start
+    return {
+        "jobs": jobs,
+        "succeeded": len(finished),
+        "concurrency": concurrency,
+        "submit_rps": round(jobs / (submitted - start), 1),
+        "end_to_end_jobs_per_s": round(len(finished) / elapsed, 1),
+        "elapsed_s": round(elapsed, 2),
+    }
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as sock:
@@ -90,12 +136,7 @@ def cordum_up(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> 
         wait_ready(url, process)
         yield url
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_processes([process], timeout=20)
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:

@@ -22,7 +22,6 @@ import contextlib
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -34,7 +33,16 @@ from typing import Any
 import httpx
 import redis
 
-from benchlib import AUTH, BENCH_KEY, free_port, percentile, wait_ready
+from benchlib import (
+    AUTH,
+    BENCH_KEY,
+    free_port,
+    latency_figures,
+    start_delays_ms,
+    throughput_figures,
+    wait_ready,
+)
+from cordum.cli.cluster import stop_processes
 from httpload import closed_loop, open_loop
 
 HERE = Path(__file__).resolve().parent
@@ -64,7 +72,8 @@ def cpu_ticks(pid: int) -> int | None:
 
 def service_pids() -> dict[str, int]:
     """Redis's pid (it says) and the NATS server's (when exactly one runs here)."""
-    pids = {"redis": int(redis.Redis.from_url(REDIS_URL).info("server")["process_id"])}
+    with redis.Redis.from_url(REDIS_URL) as client:
+        pids = {"redis": int(client.info("server")["process_id"])}
     found = subprocess.run(["pgrep", "-x", "nats-server"], capture_output=True, text=True)
     nats = found.stdout.split()
     if len(nats) == 1:
@@ -98,18 +107,6 @@ class CpuMeter:
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(args, env=env, stdout=out, stderr=out)
-
-
-def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    for process in reversed(processes):
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in reversed(processes):
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _wait_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -174,7 +171,7 @@ def cluster(schedulers: int, logs: Path, kernel: str = "remote") -> Iterator[Clu
         _wait_for_worker(url)
         yield Cluster(url, prefix, pids)
     finally:
-        _stop(processes)
+        stop_processes(reversed(processes), timeout=20)
         _forget(prefix)
         asyncio.run(_forget_stream(env["CORDUM_BUS_STREAM"], run))
 
@@ -257,19 +254,10 @@ def throughput(
         wait_done(running.prefix, jobs)
         cpu_ms_per_job = cpu.per_job(jobs)
         stored = stored_jobs(running.prefix)
-    finished = [j["finished_at"] for j in stored.values() if j["state"] == "SUCCEEDED"]
-    elapsed = max(finished) - start
-    return {
-        "kernel": kernel,
-        "schedulers": schedulers,
-        "jobs": jobs,
-        "succeeded": len(finished),
-        "concurrency": concurrency,
-        "submit_rps": round(jobs / (submitted - start), 1),
-        "end_to_end_jobs_per_s": round(len(finished) / elapsed, 1),
-        "elapsed_s": round(elapsed, 2),
-        "cpu_ms_per_job": cpu_ms_per_job,
-    }
+    figures = throughput_figures(
+        stored, jobs=jobs, start=start, submitted=submitted, concurrency=concurrency
+    )
+    return {"kernel": kernel, "schedulers": schedulers, **figures, "cpu_ms_per_job": cpu_ms_per_job}
 
 
 def latency(
@@ -297,17 +285,11 @@ def latency(
         )
         wait_done(running.prefix, warm.sent + result.sent)
         stored = stored_jobs(running.prefix)
-    starts = []
-    for due, payload in result.answers:
-        job = stored[json.loads(payload)["job_id"]]
-        starts.append((job["started_at"] - due) * 1000)
+    starts = start_delays_ms(result.answers, stored)
     return {
         "kernel": kernel,
         "schedulers": schedulers,
         "offered_rps": rate,
         "jobs": len(starts),
-        "p50_ms": round(percentile(starts, 50), 2),
-        "p90_ms": round(percentile(starts, 90), 2),
-        "p99_ms": round(percentile(starts, 99), 2),
-        "max_ms": round(max(starts), 2),
+        **latency_figures(starts),
     }

@@ -39,7 +39,14 @@ from typing import Any
 
 import httpx
 
-from benchlib import AUTH, cordum_up, machine, percentile
+from benchlib import (
+    AUTH,
+    cordum_up,
+    latency_figures,
+    machine,
+    start_delays_ms,
+    throughput_figures,
+)
 from httpload import closed_loop, open_loop
 
 HERE = Path(__file__).resolve().parent
@@ -81,16 +88,9 @@ def throughput(jobs: int, concurrency: int) -> dict[str, Any]:
             submitted = time.time()
             wait_done(url, jobs)
         stored = stored_jobs(data_dir)
-    finished = [j["finished_at"] for j in stored.values() if j["state"] == "SUCCEEDED"]
-    elapsed = max(finished) - start
-    return {
-        "jobs": jobs,
-        "succeeded": len(finished),
-        "concurrency": concurrency,
-        "submit_rps": round(jobs / (submitted - start), 1),
-        "end_to_end_jobs_per_s": round(len(finished) / elapsed, 1),
-        "elapsed_s": round(elapsed, 2),
-    }
+    return throughput_figures(
+        stored, jobs=jobs, start=start, submitted=submitted, concurrency=concurrency
+    )
 
 
 def latency(rate: float, duration: float) -> dict[str, Any]:
@@ -116,11 +116,8 @@ def latency(rate: float, duration: float) -> dict[str, Any]:
             )
             wait_done(url, int(rate) + result.sent)
         stored = stored_jobs(data_dir)
-    starts = []
-    for due, payload in result.answers:
-        job = stored[json.loads(payload)["job_id"]]
-        starts.append((job["started_at"] - due) * 1000)
-    return _latency_figures(starts) | {"offered_rps": rate, "jobs": len(starts)}
+    starts = start_delays_ms(result.answers, stored)
+    return latency_figures(starts) | {"offered_rps": rate, "jobs": len(starts)}
 
 
 def external(transport: str, samples: int) -> dict[str, Any]:
@@ -140,7 +137,7 @@ def external(transport: str, samples: int) -> dict[str, Any]:
                 worker.wait(30)
         stored = stored_jobs(data_dir)
     starts = [(stored[job_id]["started_at"] - sent) * 1000 for job_id, sent in times]
-    return _latency_figures(starts) | {"transport": transport, "jobs": len(starts)}
+    return latency_figures(starts) | {"transport": transport, "jobs": len(starts)}
 
 
 async def _one_at_a_time(url: str, samples: int) -> list[tuple[str, float]]:
@@ -160,15 +157,6 @@ async def _one_at_a_time(url: str, samples: int) -> list[tuple[str, float]]:
             if i >= 20:  # the first jobs warm up both processes
                 times.append((job_id, sent))
         return times
-
-
-def _latency_figures(values: list[float]) -> dict[str, Any]:
-    return {
-        "p50_ms": round(percentile(values, 50), 2),
-        "p90_ms": round(percentile(values, 90), 2),
-        "p99_ms": round(percentile(values, 99), 2),
-        "max_ms": round(max(values), 2),
-    }
 
 
 def run_distributed(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -21,9 +21,11 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+import redis as redis_client
 
 REDIS_DEFAULT = ("127.0.0.1", 6379)
 NATS_DEFAULT = ("127.0.0.1", 4222)
@@ -131,3 +133,16 @@ def unique_prefix(label: str = "t") -> str:
     Safe as a Redis key prefix and as a NATS subject token and stream-name part.
     """
     return f"cordumtest-{label}-{uuid.uuid4().hex[:12]}"
+
+
+@contextlib.contextmanager
+def redis_namespace(url: str, label: str) -> Iterator[str]:
+    """A :func:`unique_prefix` on the Redis at ``url``; its ``<prefix>:*`` keys are
+    deleted when the block ends."""
+    name = unique_prefix(label)
+    yield name
+    client = redis_client.Redis.from_url(url)
+    keys = list(client.scan_iter(f"{name}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()

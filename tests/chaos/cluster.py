@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from typing import TypeVar
 import httpx
 import redis
 
+from cordum.cli.cluster import stop_processes
 from cordum.ports.redis_store import RedisStore
 from tests.backing import free_port, unique_prefix
 from tests.chaos.servers import NatsServer, RedisServer, listening, tail
@@ -151,20 +151,6 @@ def wait_ready(roles: Iterable[Role], timeout: float = 30) -> None:
             logs = "\n".join(tail(role.log) for role in pending)
             raise RuntimeError(f"not ready in {timeout}s: {[r.name for r in pending]}\n{logs}")
         time.sleep(0.05)
-
-
-def stop_all(processes: Iterable[subprocess.Popen[bytes] | None], timeout: float = 15) -> None:
-    """SIGTERM every process at once, then wait; SIGKILL what outlives ``timeout``."""
-    running = [p for p in processes if p is not None and p.poll() is None]
-    for process in running:
-        process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for process in running:
-        try:
-            process.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 class ChaosCluster:
@@ -364,9 +350,9 @@ class ChaosCluster:
         """Stop everything (workers, roles, servers) and delete the directory (unless
         :data:`KEEP` is set)."""
         try:
-            stop_all(self.workers)
-            stop_all(role.process.process for role in self.roles)
-            stop_all([self.redis.process, self.nats.process])
+            stop_processes(self.workers)
+            stop_processes(role.process.process for role in self.roles)
+            stop_processes([self.redis.process, self.nats.process])
         finally:
             for server in (self.redis, self.nats):
                 server.kill()

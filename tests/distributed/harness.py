@@ -35,6 +35,7 @@ import redis.asyncio as aioredis
 import uvicorn
 
 from cordum.api import create_app
+from cordum.cli.cluster import stop_processes
 from cordum.config import Settings
 from cordum.models import cap_packets
 from cordum.ports.nats_jetstream import stream_name
@@ -202,10 +203,4 @@ class RoleProcess:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it does not stop within 20 s."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_processes([self.process], timeout=20)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import httpx
 
+from cordum.cli.cluster import stop_processes
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -51,14 +53,8 @@ class ServerProcess:
         self.process.wait(10)
 
     def stop(self) -> None:
-        """SIGTERM and wait (graceful)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        """SIGTERM and wait (graceful); SIGKILL after 20 s."""
+        stop_processes([self.process], timeout=20)
 
 
 def start_script(script: Path, *args: str, log: Path) -> subprocess.Popen[bytes]:

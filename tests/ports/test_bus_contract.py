@@ -25,7 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cordum.models.subjects import subject_matches, valid_subject
+from cordum.models.subjects import namespace_prefix, subject_matches, valid_subject
 from cordum.ports.bus import Bus, Message
 from tests.ports.adapters import BusAdapter
 
@@ -518,3 +518,12 @@ def test_a_pattern_made_from_a_subject_matches_it(subject, data):
 )
 def test_subject_matches_examples(pattern, subject, expected):
     assert subject_matches(pattern, subject) is expected
+
+
+def test_a_namespace_prefix_is_a_subject_and_a_dot_or_nothing():
+    assert namespace_prefix(None) == ""
+    assert namespace_prefix("cordumtest-run-1") == "cordumtest-run-1."
+    assert namespace_prefix("team.blue") == "team.blue."
+    for bad in ("", "a b", "a.*", "a.>", "a..b"):
+        with pytest.raises(ValueError, match="invalid subject prefix"):
+            namespace_prefix(bad)

@@ -587,6 +587,11 @@ async def test_a_bad_worker_id_is_refused() -> None:
         await link.close()
 
 
+def test_a_bad_subject_prefix_is_refused_before_connecting() -> None:
+    with pytest.raises(ValueError, match="invalid subject prefix 'two words'"):
+        NatsLink("nats://127.0.0.1:4222", "redis://127.0.0.1:6379/0", subject_prefix="two words")
+
+
 def test_redacted_drops_only_credentials() -> None:
     assert redacted("nats://u:p@host:4222") == "nats://host:4222"
     assert redacted("redis://:p@host/0") == "redis://host/0"

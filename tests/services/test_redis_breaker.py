@@ -49,13 +49,8 @@ def url() -> str:
 
 @pytest.fixture
 def prefix(url: str) -> Iterator[str]:
-    name = backing.unique_prefix("breaker")
-    yield name
-    client = redis.Redis.from_url(url)
-    keys = list(client.scan_iter(f"{name}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    with backing.redis_namespace(url, "breaker") as name:
+        yield name
 
 
 def in_memory() -> Shared:

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import redis
 from tests import backing
 from tests.policy.helpers import FakeClock
 
@@ -52,13 +51,8 @@ def url() -> str:
 
 @pytest.fixture
 def prefix(url: str) -> Iterator[str]:
-    name = backing.unique_prefix("vel")
-    yield name
-    client = redis.Redis.from_url(url)
-    keys = list(client.scan_iter(f"{name}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    with backing.redis_namespace(url, "vel") as name:
+        yield name
 
 
 def test_two_stores_count_one_window(url: str, prefix: str) -> None:

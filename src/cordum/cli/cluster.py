@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,10 +127,18 @@ def _wait_ready(role: Role, interrupted: Callable[[], bool]) -> str | None:
 
 def _stop_all(roles: list[Role]) -> None:
     """SIGTERM in reverse start order (workers and gateways first), then wait, then kill."""
-    live = [r.process for r in reversed(roles) if r.process and r.process.poll() is None]
+    stop_processes(role.process for role in reversed(roles))
+
+
+def stop_processes(
+    processes: Iterable[subprocess.Popen[bytes] | None], timeout: float = STOP_TIMEOUT_S
+) -> None:
+    """SIGTERM every live process of ``processes`` at once, in order, then wait for them;
+    SIGKILL what outlives ``timeout`` seconds (counted for all of them together)."""
+    live = [p for p in processes if p is not None and p.poll() is None]
     for process in live:
         process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
+    deadline = time.monotonic() + timeout
     for process in live:
         try:
             process.wait(max(0.1, deadline - time.monotonic()))

@@ -119,22 +119,14 @@ def gateway(
 
     async def main() -> None:
         from cordum.api import create_app
-        from cordum.cli.server import bootstrap_auth
+        from cordum.cli.server import bootstrap_auth, http_config
 
         plane = await build_plane(
             settings, roles=frozenset({GATEWAY}), component=component_id(GATEWAY)
         )
         app = create_app(plane, on_start=bootstrap_auth)
-        config = uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            access_log=False,
-            ws_max_size=settings.max_body_bytes,
-        )
         console.print(f"[bold]Cordum gateway[/] on http://{settings.host}:{settings.port}")
-        await uvicorn.Server(config).serve()
+        await uvicorn.Server(http_config(app, settings)).serve()
 
     _run(main, settings)
 

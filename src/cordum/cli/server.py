@@ -9,6 +9,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 import uvicorn
@@ -149,15 +150,7 @@ def up(
 
     app = create_app(plane, on_start=start_demo)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        ws_max_size=settings.max_body_bytes,
-    )
-    server = _Server(config, before=sync_policy)
+    server = _Server(http_config(app, settings), before=sync_policy)
     try:
         server.run()  # what uvicorn.run(app, ...) does, with sync_policy first
     except StartupPolicyError as exc:
@@ -169,6 +162,19 @@ def up(
         pass
     if not server.started:
         raise typer.Exit(EXIT_STARTUP_FAILED)
+
+
+def http_config(app: Any, settings: Settings) -> uvicorn.Config:
+    """How ``cordum up`` and ``cordum gateway`` serve the API: on the configured address,
+    quiet (no access log), WebSocket messages bounded like request bodies."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        ws_max_size=settings.max_body_bytes,
+    )
 
 
 class _Server(uvicorn.Server):

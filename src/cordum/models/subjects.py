@@ -32,3 +32,15 @@ def valid_subject(subject: str, *, pattern: bool = False) -> bool:
         elif "*" in token or ">" in token:
             return False
     return True
+
+
+def namespace_prefix(prefix: str | None) -> str:
+    """What goes before every subject of a namespaced bus: ``""`` or ``"<prefix>."``.
+
+    Raises ValueError when ``prefix`` is not a well-formed subject.
+    """
+    if prefix is None:
+        return ""
+    if not valid_subject(prefix):
+        raise ValueError(f"invalid subject prefix {prefix!r}")
+    return f"{prefix}."

@@ -29,7 +29,7 @@ from typing import Any
 import nats.errors
 from nats.aio.client import Client as NatsClient
 
-from cordum.models.subjects import valid_subject
+from cordum.models.subjects import namespace_prefix, valid_subject
 from cordum.ports.bus import BusHandler, Message
 from cordum.ports.memory_bus import BusClosedError
 from cordum.ports.nats_codec import JsonCodec, WireCodec
@@ -58,9 +58,7 @@ class NatsBus:
         reconnect_wait: float,
         delete_stream_on_close: bool,
     ) -> None:
-        if subject_prefix is not None and not valid_subject(subject_prefix):
-            raise ValueError(f"invalid subject prefix {subject_prefix!r}")
-        self._prefix = "" if subject_prefix is None else f"{subject_prefix}."
+        self._prefix = namespace_prefix(subject_prefix)
         self._codec = codec
         self._durability = durability
         self._pending_limit = pending_limit

@@ -50,7 +50,7 @@ from pydantic import ValidationError
 
 from cordum.models import cap_packets as cap
 from cordum.models.pipeline import JobAssignment
-from cordum.models.subjects import valid_subject
+from cordum.models.subjects import namespace_prefix
 from cordum.sdk._flush import SharedFlush
 from cordum.sdk.errors import CordumAPIError, CordumUnavailable
 from cordum.sdk.links import CancelListener
@@ -121,9 +121,7 @@ class NatsLink:
         self.servers = [url.strip() for url in nats_url.split(",") if url.strip()]
         if not self.servers:
             raise ValueError("nats_url must name at least one NATS server")
-        if subject_prefix is not None and not valid_subject(subject_prefix):
-            raise ValueError(f"invalid subject prefix {subject_prefix!r}")
-        self._prefix = "" if subject_prefix is None else f"{subject_prefix}."
+        self._prefix = namespace_prefix(subject_prefix)
         self.redis_url = redis_url
         self.timeout = timeout
         self.claim_retry_s = claim_retry_s
