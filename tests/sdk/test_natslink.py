@@ -69,10 +69,12 @@ async def until(condition: Callable[[], bool], seconds: float = WAIT_S) -> None:
 class FakePlane:
     """The bus side of a control plane, for one worker id.
 
-    Answers that worker's claims as the control plane does: the first claim of a job wins,
-    a later one gets null unless it is asked ``again`` (its first answer was lost). Null
-    for ``refused`` jobs, nothing for ``silent`` ones, nothing the first time for
-    ``lost_once`` ones (committed, the answer lost).
+    Answers that worker's claims as the control plane does, one answer per request: the
+    first claim of a job wins, a later one gets no unless it is asked ``again`` (its first
+    answer was lost). No for ``refused`` jobs; no answer at all to a request naming a
+    ``silent`` job, nor the first time to one naming a ``lost_once`` job (committed, the
+    answer lost); an error for one naming a ``garbled`` job; a request naming a ``held``
+    job is answered once its event is set.
     dispatches jobs to it, and keeps (and validates) every packet it publishes.
     """
 
@@ -89,6 +91,9 @@ class FakePlane:
         self.silent: set[str] = set()
         self.lost_once: set[str] = set()
         self.claimed: set[str] = set()
+        self.claim_batches: list[list[str]] = []
+        self.held: dict[str, asyncio.Event] = {}
+        self.garbled: set[str] = set()
         self.events: list[tuple[str, str]] = []
         self.packets: list[tuple[str, buspacket_pb2.BusPacket]] = []
         self.invalid: list[str] = []
@@ -136,18 +141,27 @@ class FakePlane:
         body = json.loads(msg.data)
         if body["worker_id"] != self.worker_id:
             return  # another test's worker
-        job_id, again = body["job_id"], body.get("again") is True
-        self.events.append(("claim again" if again else "claim", job_id))
-        if job_id in self.silent:
+        job_ids, again = body["job_ids"], body.get("again") is True
+        self.claim_batches.append(list(job_ids))
+        answers = []
+        for job_id in job_ids:
+            self.events.append(("claim again" if again else "claim", job_id))
+            first = job_id not in self.claimed and job_id not in self.refused
+            if first and job_id not in self.silent:
+                self.claimed.add(job_id)
+            answers.append(first or (again and job_id in self.claimed))
+        for job_id in job_ids:
+            if job_id in self.held:
+                await self.held[job_id].wait()
+        if self.silent.intersection(job_ids):
             return
-        first = job_id not in self.claimed and job_id not in self.refused
-        if first:
-            self.claimed.add(job_id)
-        if job_id in self.lost_once:
-            self.lost_once.discard(job_id)
+        if self.garbled.intersection(job_ids):
+            await self.nc.publish(msg.reply, json.dumps({"error": "garbled"}).encode())
             return
-        answer = self.assignments[job_id] if first or (again and job_id in self.claimed) else None
-        await self.nc.publish(msg.reply, json.dumps({"assignment": answer}).encode())
+        if self.lost_once.intersection(job_ids):
+            self.lost_once.difference_update(job_ids)
+            return
+        await self.nc.publish(msg.reply, json.dumps({"claimed": answers}).encode())
 
     async def _on_packet(self, msg: Msg) -> None:
         packet = buspacket_pb2.BusPacket()
@@ -308,6 +322,7 @@ async def test_a_job_whose_claim_is_refused_or_never_answered_never_runs(
     plane.silent.add(unanswered)
     async with serving(worker, plane):
         await plane.dispatch(refused, "job.nl.run", None)
+        await until(lambda: ("claim", refused) in plane.events)  # claimed on its own
         await plane.dispatch(unanswered, "job.nl.run", None)
         await until(lambda: ("claim again", unanswered) in plane.events)
         await plane.dispatch(fine, "job.nl.run", None)
@@ -346,6 +361,53 @@ async def test_a_claim_whose_answer_was_lost_is_asked_again_and_runs_once(
         ("claim", job_id),
         ("claim again", job_id),
     ]
+
+
+async def test_jobs_that_arrive_together_are_claimed_in_one_request(plane: FakePlane) -> None:
+    worker = worker_for(plane)
+    ran: list[str] = []
+
+    @worker.handle("job.nl.run")
+    def run(ctx: JobContext) -> str:
+        ran.append(ctx.job_id)
+        return "ran"
+
+    first, *together = (plane.job_id(n) for n in ("first", "b", "c", "d"))
+    plane.held[first] = release = asyncio.Event()
+    async with serving(worker, plane):
+        await plane.dispatch(first, "job.nl.run", None)
+        await until(lambda: ("claim", first) in plane.events)
+        for job_id in together:  # they arrive while the worker waits for the first answer
+            await plane.dispatch(job_id, "job.nl.run", None)
+        await asyncio.sleep(0.5)
+        release.set()
+        for job_id in (first, *together):
+            await plane.result(job_id)
+
+    assert plane.claim_batches == [[first], together]
+    assert sorted(ran) == sorted([first, *together])
+
+
+async def test_a_claim_answered_with_an_error_is_not_run(plane: FakePlane) -> None:
+    worker = worker_for(plane)
+    ran: list[str] = []
+
+    @worker.handle("job.nl.run")
+    def run(ctx: JobContext) -> str:
+        ran.append(ctx.job_id)
+        return "ran"
+
+    garbled, fine = plane.job_id("garbled"), plane.job_id("fine")
+    plane.garbled.add(garbled)
+    async with serving(worker, plane):
+        await plane.dispatch(garbled, "job.nl.run", None)
+        await until(lambda: ("claim", garbled) in plane.events)
+        await plane.dispatch(fine, "job.nl.run", None)
+        await plane.result(fine)
+
+    assert ran == [fine]
+    assert ("claim again", garbled) not in plane.events
+    assert plane.result_of(garbled) is None
 
 
 async def test_failures_are_retryable_unless_fatal(plane: FakePlane) -> None:

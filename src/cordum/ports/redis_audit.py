@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from contextlib import aclosing
@@ -91,17 +92,52 @@ def _matches(row: AuditRow, filters: AuditFilter) -> bool:
 
 SEAL_BATCH = 2000
 """Pending events sealed per round trip."""
-SEAL_ATTEMPTS = 200
-"""Seal rounds lost to other sealers before giving up (each loser retries at once: the
-winner sealed what it had read, so every round makes progress for someone)."""
+LOCK_POLL_S = 0.002
+MAX_LOCK_POLL_S = 0.05
+"""A sealer waiting for the lock asks again after 2 ms, then twice as long each time, up
+to 50 ms (a seal round takes a few milliseconds)."""
+SEALER_LOCK_MS = 2000
+"""How long the sealer lock outlives a sealer that died holding it."""
+SEAL_PATIENCE_S = 10.0
+"""How long a seal waits for a sealer lock another process holds while no chain it
+seals moves on, before giving up; the events stay pending for the next seal."""
+LOCKED, BUSY, NOTHING_PENDING = 1, -1, 0
+"""What :data:`SEAL_READ_SCRIPT` found: the lock taken for this sealer, the lock held by
+another process, nothing to seal."""
+
+SEAL_READ_SCRIPT = """
+-- ARGV: sealer lock key, token, lock ms, batch, force (1: the caller brings events of
+-- its own), then head key and pending key of each chain. Replies {0} when nothing is
+-- pending; {-1, head, head, ...} when another process holds the lock; else takes the
+-- lock and replies {1, head, pending, head, pending, ...} (false: an empty chain's head).
+local reply, heads = {1}, {-1}
+local any = ARGV[5] == '1'
+for i = 6, #ARGV, 2 do
+  local pending = redis.call('LRANGE', ARGV[i + 1], 0, tonumber(ARGV[4]) - 1)
+  local head = redis.call('GET', ARGV[i])
+  reply[#reply + 1] = head
+  reply[#reply + 1] = pending
+  heads[#heads + 1] = head
+  if #pending > 0 then any = true end
+end
+if not any then return {0} end
+if not redis.call('SET', ARGV[1], ARGV[2], 'NX', 'PX', ARGV[3]) then return heads end
+return reply
+"""
 
 SEAL_SCRIPT = """
 -- ARGV[1]: JSON list of chains: [head_key, expected_head, pending_key, taken, rows_key,
--- rows, subjects_key, members, new_head, chains_key, tenant]. All or nothing: any head
--- that moved since it was read means another sealer won; nothing is written.
+-- rows, subjects_key, members, new_head, chains_key, tenant]; ARGV[2], ARGV[3]: the
+-- sealer lock and this sealer's token (the lock is released either way). All or
+-- nothing: any head that moved since it was read means the lock expired and another
+-- sealer won; nothing is written.
 local plan = cjson.decode(ARGV[1])
+local function release()
+  if redis.call('GET', ARGV[2]) == ARGV[3] then redis.call('DEL', ARGV[2]) end
+end
 for _, c in ipairs(plan) do
   if (redis.call('GET', c[1]) or '') ~= c[2] then
+    release()
     return 0
   end
 end
@@ -118,6 +154,7 @@ for _, c in ipairs(plan) do
   redis.call('SET', c[1], c[9])
   redis.call('SADD', c[10], c[11])
 end
+release()
 return 1
 """
 
@@ -183,26 +220,65 @@ class AuditChains:
         """Seal every pending event of ``tenants``, then ``extra`` after them; returns the
         rows of ``extra``, in its order.
 
-        The heads and the pending lists are read in one MULTI (a consistent snapshot);
-        the script writes only if no head moved since, so two sealers never seal the same
-        events twice.
+        One process seals a namespace at a time: the read that finds events pending also
+        takes the sealer lock, and a process that finds it taken waits for it instead of
+        hashing events another process is sealing (replicas sealing one busy chain lost a
+        third of their rounds that way). The lock only saves work: the seal script still
+        writes nothing if a head moved since it was read (a lock that expired under a
+        stalled sealer), so two sealers never seal the same events twice.
         """
         names = sorted(set(tenants) | {draft.tenant_id for draft in extra})
-        for _ in range(SEAL_ATTEMPTS):
-            pipe = redis.pipeline(transaction=True)
-            for tenant in names:
-                pipe.get(self.keys.audit_head(tenant))
-                pipe.lrange(self.keys.audit_pending(tenant), 0, SEAL_BATCH - 1)
-            read = await pipe.execute()
-            heads, pendings = read[0::2], read[1::2]
-            more = any(len(pending) >= SEAL_BATCH for pending in pendings)
-            plan, sealed = self._plan(names, heads, pendings, () if more else extra)
-            if plan and not await redis.eval(SEAL_SCRIPT, 0, json.dumps(plan)):
-                continue  # another sealer won this round: read again
-            if more:
-                continue
-            return [sealed[id(draft)] for draft in extra]
-        raise AuditSealingError(f"could not seal the audit chains of {', '.join(names)}")
+        token = secrets.token_hex(8)
+        deadline = time.monotonic() + SEAL_PATIENCE_S
+        wait, seen = LOCK_POLL_S, None
+        while True:
+            status, read = await self._read_for_seal(redis, names, token, force=bool(extra))
+            if status == NOTHING_PENDING:
+                return []
+            if status == LOCKED:  # the lock is ours until the seal script releases it
+                heads, pendings = read[0::2], read[1::2]
+                more = any(len(pending) >= SEAL_BATCH for pending in pendings)
+                try:
+                    plan, sealed = self._plan(names, heads, pendings, () if more else extra)
+                except Exception:
+                    await self._seal(redis, [], token)
+                    raise
+                if await self._seal(redis, plan, token):
+                    if not more:
+                        return [sealed[id(draft)] for draft in extra]
+                    continue
+                # The lock expired under this sealer and another one won: read again.
+            elif read != seen:  # another process holds the lock and the chains move on
+                deadline, seen = time.monotonic() + SEAL_PATIENCE_S, read
+            if time.monotonic() > deadline:
+                raise AuditSealingError(
+                    f"could not seal the audit chains of {', '.join(names)}: another process"
+                    f" held the sealer lock for {SEAL_PATIENCE_S:.0f} s without sealing"
+                )
+            if status == BUSY:
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, MAX_LOCK_POLL_S)
+
+    async def _read_for_seal(
+        self, redis: Redis, names: list[str], token: str, *, force: bool
+    ) -> tuple[int, list[Any]]:
+        """What :data:`SEAL_READ_SCRIPT` replies for ``names``: its status and the rest.
+
+        LOCKED (the lock is now this sealer's): heads and pending events, alternating;
+        BUSY (another process's): the heads; NOTHING_PENDING (and nothing forced).
+        """
+        args: list[str | int] = [self.keys.audit_sealer, token, SEALER_LOCK_MS, SEAL_BATCH]
+        args.append(1 if force else 0)
+        for tenant in names:
+            args += [self.keys.audit_head(tenant), self.keys.audit_pending(tenant)]
+        status, *rest = await redis.eval(SEAL_READ_SCRIPT, 0, *args)
+        return int(status), rest
+
+    async def _seal(self, redis: Redis, plan: list[list[Any]], token: str) -> bool:
+        """Run the seal script (an empty plan only releases the lock); False when a head
+        moved since it was read."""
+        sealer = self.keys.audit_sealer
+        return bool(await redis.eval(SEAL_SCRIPT, 0, json.dumps(plan), sealer, token))
 
     def _plan(
         self,

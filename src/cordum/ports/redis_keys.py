@@ -39,6 +39,8 @@ class Keys:
         self.api_keys_seq = f"{p}apikeys:seq"
         self.audit_chains = f"{p}audit:chains"
         self.audit_sealing = f"{p}audit:sealing"
+        self.audit_sealer = f"{p}audit:sealer"
+        """String, expiring: the token of the process sealing this namespace's chains now."""
 
     def job(self, job_id: str) -> str:
         """String: the job record."""

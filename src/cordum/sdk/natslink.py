@@ -7,11 +7,12 @@ CAP subjects (reference section 6), so the schedulers see it as they see any CAP
   ``sys.job.cancel``, then says hello (``sys.handshake``) and beats once
   (``sys.heartbeat``), both with the topics it serves.
 - A job request's input is read from the Redis key its ``context_ptr`` names; then the
-  job is *claimed* (``sys.job.claim``, request/reply) and runs only if the claim
-  succeeded. The claim is what keeps a job from ever running twice, so a refused claim
-  means the job is dropped (the server re-drives it). A claim whose answer never came
-  (a scheduler died after committing it, NATS was reconnecting) is asked again, marked
-  ``again``, for up to :data:`CLAIM_RETRY_S`; the job is listed as held meanwhile, so no
+  job is *claimed* (``sys.job.claim``, request/reply; one request for every job that
+  arrived together) and runs only if the claim succeeded. The claim is what keeps a job
+  from ever running twice, so a refused claim means the job is dropped (the server
+  re-drives it). A claim whose answer never came (a scheduler died after committing
+  it, NATS was reconnecting) is asked again, marked ``again``, for up to
+  :data:`CLAIM_RETRY_S`; the job is listed as held meanwhile, so no
   scheduler takes it for lost, and runs if a scheduler confirms it is this worker's.
 - A result's output is written to ``res:<job_id>`` before the ``sys.job.result`` packet
   points at it; the link flushes, so the NATS server has the packet before ``result``
@@ -58,8 +59,11 @@ from cordum.sdk.links import CancelListener
 log = logging.getLogger(__name__)
 
 CLAIM: Final = "sys.job.claim"
-"""Request/reply: ``{job_id, worker_id, again?}`` answered ``{assignment}`` (null: not
-yours)."""
+"""Request/reply: ``{worker_id, job_ids, again?}`` answered ``{claimed: [bool, ...]}``,
+one answer per job in order (false: not yours)."""
+
+CLAIM_BATCH: Final = 256
+"""Jobs claimed by one request, at most: every job that arrived together, up to this."""
 
 CLAIM_RETRY_S: Final = 30.0
 """How long a claim that got no answer is asked again before the job is given up (and,
@@ -300,8 +304,9 @@ class NatsLink:
             if (job := self._assignment(packet, key, blobs.get(key) if key else None)) is not None
         ]
         fresh = list({job.job_id: job for job in ready if not self._holds(job.job_id)}.values())
-        claims = await asyncio.gather(*(self._claim(client, job) for job in fresh))
-        return [job for job, ok in zip(fresh, claims, strict=True) if ok]
+        chunks = [fresh[first : first + CLAIM_BATCH] for first in range(0, len(fresh), CLAIM_BATCH)]
+        claimed = await asyncio.gather(*(self._claim(client, chunk) for chunk in chunks))
+        return [job for granted in claimed for job in granted]
 
     def _holds(self, job_id: str) -> bool:
         """Whether ``job_id`` is being claimed or run here already: a second request for it
@@ -330,45 +335,49 @@ class NatsLink:
             log.warning("ignoring job %s: %s", job_id, exc)
             return None
 
-    async def _claim(self, client: NatsClient, job: JobAssignment) -> bool:
-        """Ask the server to let this worker run ``job``; False unless it said yes."""
-        self._claiming.add(job.job_id)
+    async def _claim(self, client: NatsClient, jobs: list[JobAssignment]) -> list[JobAssignment]:
+        """Ask the server, in one request, to let this worker run ``jobs``; those it granted."""
+        job_ids = [job.job_id for job in jobs]
+        self._claiming.update(job_ids)
         try:
-            claimed = await self._ask_claim(client, job.job_id)
+            granted = await self._ask_claim(client, job_ids)
         finally:
-            self._claiming.discard(job.job_id)
-        if claimed is None:
-            log.info("job %s is no longer this worker's to run", job.job_id)
-            return False
-        self._traces[job.job_id] = job.trace_id
-        return True
+            self._claiming.difference_update(job_ids)
+        claimed = []
+        for job in jobs:
+            if job.job_id in granted:
+                self._traces[job.job_id] = job.trace_id
+                claimed.append(job)
+            else:
+                log.info("job %s is no longer this worker's to run", job.job_id)
+        return claimed
 
-    async def _ask_claim(self, client: NatsClient, job_id: str) -> Any:
-        """The server's answer to a claim of ``job_id`` (None: not this worker's).
+    async def _ask_claim(self, client: NatsClient, job_ids: list[str]) -> set[str]:
+        """The jobs of ``job_ids`` the server says this worker may run.
 
-        Without an answer the claim may still have been committed, so it is asked again
-        (``again``) until ``claim_retry_s`` runs out. A job whose result this worker
+        Without an answer the claims may still have been committed, so they are asked
+        again (``again``) until ``claim_retry_s`` runs out. A job whose result this worker
         published lately is not asked again: a yes could then mean the run it reported.
         """
         deadline = time.monotonic() + self.claim_retry_s
-        request: dict[str, Any] = {"job_id": job_id, "worker_id": self.worker_id}
+        request: dict[str, Any] = {"worker_id": self.worker_id, "job_ids": job_ids}
         delay = 0.25
         while True:
             try:
                 reply = await client.request(
                     self._prefix + CLAIM, json.dumps(request).encode(), timeout=self.timeout
                 )
-                return json.loads(reply.data)["assignment"]
+                return _granted(request["job_ids"], json.loads(reply.data))
             except (ValueError, KeyError, TypeError) as exc:
-                log.warning("claim of job %s answered badly (%s); not running it", job_id, exc)
-                return None
+                log.warning("claim of %s answered badly (%s); not running them", job_ids, exc)
+                return set()
             except _NATS_FAILURES as exc:
-                if job_id in self._reported or time.monotonic() + delay > deadline:
-                    log.warning(
-                        "claim of job %s failed (%s); not running it", job_id, _failure(exc)
-                    )
-                    return None
-                log.info("claim of job %s got no answer (%s); asking again", job_id, _failure(exc))
+                asking = [job_id for job_id in request["job_ids"] if job_id not in self._reported]
+                if not asking or time.monotonic() + delay > deadline:
+                    log.warning("claim of %s failed (%s); not running them", job_ids, _failure(exc))
+                    return set()
+                log.info("claim of %s got no answer (%s); asking again", asking, _failure(exc))
+                request["job_ids"] = asking
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
             request["again"] = True
@@ -531,6 +540,16 @@ async def _close_quietly(client: aioredis.Redis) -> None:
     """Close a client given up on, within a second, whatever state it is in."""
     with contextlib.suppress(Exception):
         await asyncio.wait_for(client.aclose(), 1.0)
+
+
+def _granted(job_ids: list[str], answer: Any) -> set[str]:
+    """The jobs a claim's ``answer`` granted; raises ValueError for an answer that does not
+    say, job by job, yes or no (an error the server sent back is in its message)."""
+    claimed = answer.get("claimed") if isinstance(answer, dict) else None
+    if not isinstance(claimed, list) or len(claimed) != len(job_ids):
+        problem = answer.get("error") if isinstance(answer, dict) else None
+        raise ValueError(problem or f"expected one yes or no per job, got {answer!r:.200}")
+    return {job_id for job_id, yes in zip(job_ids, claimed, strict=True) if yes is True}
 
 
 def _request(payload: bytes) -> Packet | None:

@@ -6,8 +6,10 @@ the same calls:
 
 - ``sys.handshake`` / ``sys.heartbeat`` register and refresh the worker (its topics come
   from the handshake, or the heartbeat's capabilities);
-- ``sys.job.claim`` (request/reply) moves a job to RUNNING before the worker runs it,
-  the line that keeps a job with an idempotency key from ever running twice;
+- ``sys.job.claim`` (request/reply) moves jobs to RUNNING before the worker runs them,
+  the line that keeps a job with an idempotency key from ever running twice. One request
+  names every job the worker got at once, ``{worker_id, job_ids, again?}``, and is
+  answered ``{claimed: [bool, ...]}`` in the same order (false: not this worker's);
 - ``sys.job.progress`` claims a job a CAP worker started without asking, and records the
   report;
 - ``sys.job.result`` completes the job (the bus keeps this subject durable: a result
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 
 CAP_TRANSPORT = "cap"
 DEFAULT_POOL = "default"
+MAX_CLAIMS = 1024
+"""Jobs one claim request may name (a worker claims what arrived while it was busy)."""
 
 
 class BusWorkers:
@@ -115,12 +119,26 @@ class BusWorkers:
                 delay = min(delay * 2, 2.0)
 
     async def _on_claim(self, message: Message) -> None:
-        job_id, worker_id = str(message.data["job_id"]), str(message.data["worker_id"])
-        again = message.data.get("again") is True
-        assignment = await self.execution.claim(worker_id, job_id, again=again)
+        data = message.data
+        worker_id, job_ids = str(data.get("worker_id") or ""), _job_ids(data.get("job_ids"))
+        if not worker_id or job_ids is None:
+            problem = f"a claim names a worker_id and 1-{MAX_CLAIMS} job_ids (strings)"
+            log.warning("claim from %r refused: %s", worker_id, problem)
+            if message.reply:
+                await self.bus.publish(message.reply, {"error": problem})
+            return
+        again = data.get("again") is True
+        # Every claim of the batch is settled before any failure is raised: no reply then,
+        # and the worker asks again for all of them, marked ``again``.
+        outcomes = await asyncio.gather(
+            *(self.execution.claim(worker_id, job_id, again=again) for job_id in job_ids),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         if message.reply:
-            answer = None if assignment is None else assignment.model_dump(mode="json")
-            await self.bus.publish(message.reply, {"assignment": answer})
+            await self.bus.publish(message.reply, {"claimed": [o is not None for o in outcomes]})
 
     async def _on_progress(self, message: Message) -> None:
         data = message.data
@@ -186,3 +204,12 @@ class BusWorkers:
             )
         except InvalidWorkerError as exc:
             log.warning("bus worker %s not registered: %s", worker_id, exc)
+
+
+def _job_ids(job_ids: Any) -> list[str] | None:
+    """``job_ids`` if it is what a claim must name, 1 to MAX_CLAIMS job ids; else None."""
+    if not isinstance(job_ids, list) or not 0 < len(job_ids) <= MAX_CLAIMS:
+        return None
+    if not all(isinstance(job_id, str) and job_id for job_id in job_ids):
+        return None
+    return job_ids
