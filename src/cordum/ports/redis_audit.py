@@ -10,13 +10,13 @@ the same events (same :class:`~cordum.models.audit.ChainHasher`).
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import time
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from contextlib import aclosing
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 
 from cordum.models.audit import (
@@ -73,7 +73,7 @@ def subject_member(subject: str, seq: int) -> str:
 
 
 def _row(raw: bytes | str) -> AuditRow:
-    return AuditRow._make(json.loads(raw))
+    return AuditRow._make(orjson.loads(raw))
 
 
 def _matches(row: AuditRow, filters: AuditFilter) -> bool:
@@ -110,18 +110,20 @@ SEAL_READ_SCRIPT = """
 -- its own), then head key and pending key of each chain. Replies {0} when nothing is
 -- pending; {-1, head, head, ...} when another process holds the lock; else takes the
 -- lock and replies {1, head, pending, head, pending, ...} (false: an empty chain's head).
-local reply, heads = {1}, {-1}
 local any = ARGV[5] == '1'
-for i = 6, #ARGV, 2 do
-  local pending = redis.call('LRANGE', ARGV[i + 1], 0, tonumber(ARGV[4]) - 1)
-  local head = redis.call('GET', ARGV[i])
-  reply[#reply + 1] = head
-  reply[#reply + 1] = pending
-  heads[#heads + 1] = head
-  if #pending > 0 then any = true end
+for i = 7, #ARGV, 2 do
+  if not any and redis.call('LLEN', ARGV[i]) > 0 then any = true end
 end
 if not any then return {0} end
-if not redis.call('SET', ARGV[1], ARGV[2], 'NX', 'PX', ARGV[3]) then return heads end
+local locked = redis.call('SET', ARGV[1], ARGV[2], 'NX', 'PX', ARGV[3])
+local reply = {-1}
+if locked then reply[1] = 1 end
+for i = 6, #ARGV, 2 do
+  reply[#reply + 1] = redis.call('GET', ARGV[i])
+  if locked then
+    reply[#reply + 1] = redis.call('LRANGE', ARGV[i + 1], 0, tonumber(ARGV[4]) - 1)
+  end
+end
 return reply
 """
 
@@ -202,7 +204,7 @@ class AuditChains:
         tx.call(
             "RPUSH",
             self.keys.audit_pending(draft.tenant_id),
-            json.dumps(entry, ensure_ascii=False, separators=(",", ":")),
+            orjson.dumps(entry).decode(),
         )
         tx.call("SADD", self.keys.audit_chains, draft.tenant_id)
         self.touched.add(draft.tenant_id)
@@ -278,7 +280,7 @@ class AuditChains:
         """Run the seal script (an empty plan only releases the lock); False when a head
         moved since it was read."""
         sealer = self.keys.audit_sealer
-        return bool(await redis.eval(SEAL_SCRIPT, 0, json.dumps(plan), sealer, token))
+        return bool(await redis.eval(SEAL_SCRIPT, 0, orjson.dumps(plan), sealer, token))
 
     def _plan(
         self,
@@ -293,7 +295,7 @@ class AuditChains:
             own = [draft for draft in extra if draft.tenant_id == tenant]
             if not pending and not own:
                 continue
-            entries = [json.loads(raw) for raw in pending]
+            entries = [orjson.loads(raw) for raw in pending]
             for draft in own:
                 at = int(time.time() * 1000) if draft.at_ms is None else draft.at_ms
                 entries.append(
@@ -304,7 +306,7 @@ class AuditChains:
             for position, entry in enumerate(entries):
                 row = self._row(tenant, seq + 1, prev, *entry)
                 seq, prev = row.seq, row.event_hash
-                rows.append(json.dumps(row, ensure_ascii=False, separators=(",", ":")))
+                rows.append(orjson.dumps(tuple(row)).decode())  # a NamedTuple is no list to orjson
                 if row.subject is not None:
                     members.append(subject_member(row.subject, seq))
                 if position >= len(pending):

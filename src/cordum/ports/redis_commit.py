@@ -25,12 +25,12 @@ process pays two round trips per batch rather than per write.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar, cast
 
+import orjson
 from redis.asyncio import Redis
 
 T = TypeVar("T")
@@ -360,7 +360,7 @@ class Committer:
             (read[0], read[1], read[-1], value is not None, (value or b"").decode())
             for read, value in guards
         ]
-        encoded = json.dumps(checks, ensure_ascii=False, separators=(",", ":")).encode()
+        encoded = orjson.dumps(checks)
         payload = b"[" + encoded + b",[" + b",".join(planned.ops) + b"]]"
         reply = await self._script(args=[payload])
         if reply == 1:
@@ -406,4 +406,4 @@ def _encode_ops(ops: list[tuple[Arg, ...]]) -> bytes:
     flat: list[Arg] = []
     for op in ops:
         flat += [op[0], len(op) - 1, *op[1:]]
-    return json.dumps(flat, ensure_ascii=False, separators=(",", ":"))[1:-1].encode()
+    return orjson.dumps(flat)[1:-1]

@@ -21,12 +21,12 @@ restart of Redis loses what a restart of SQLite would not.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 
 from cordum.models.approval import ApprovalRecord
@@ -267,7 +267,7 @@ class RedisStore(JobListings, QueueKeeping, RecordKeeping, AuditTrail, DecisionT
         redis = await self._ready()
         events = []
         for position, raw in enumerate(await redis.lrange(self._keys.events(job_id), 0, -1)):
-            source, target, at, reason = json.loads(raw)
+            source, target, at, reason = orjson.loads(raw)
             events.append(
                 JobEvent(
                     seq=position + 1,
@@ -378,7 +378,7 @@ class RedisStore(JobListings, QueueKeeping, RecordKeeping, AuditTrail, DecisionT
         reason: str,
     ) -> None:
         event = [None if source is None else source.value, target.value, at, reason]
-        tx.call("RPUSH", self._keys.events(job.id), json.dumps(event, separators=(",", ":")))
+        tx.call("RPUSH", self._keys.events(job.id), orjson.dumps(event).decode())
         self._chains.seal(tx, transition_event(job, source, target, at, reason))
 
     def _add_decision(self, tx: Tx, tenant_id: str, decision: DecisionEntry) -> None:
