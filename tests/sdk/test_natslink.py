@@ -253,6 +253,19 @@ def worker_for(plane: FakePlane, **options: Any) -> Worker:
     )
 
 
+def worker_recording_runs(plane: FakePlane, **options: Any) -> tuple[Worker, list[str]]:
+    """A worker for ``plane`` whose ``job.nl.run`` handler lists the jobs it ran."""
+    worker = worker_for(plane, **options)
+    ran: list[str] = []
+
+    @worker.handle("job.nl.run")
+    def run(ctx: JobContext) -> str:
+        ran.append(ctx.job_id)
+        return "ran"
+
+    return worker, ran
+
+
 @contextlib.asynccontextmanager
 async def serving(worker: Worker, plane: FakePlane) -> AsyncIterator[None]:
     """Serve ``worker`` on a link to ``plane`` until the block ends.
@@ -309,14 +322,7 @@ async def test_a_job_is_claimed_then_run_once_and_its_output_is_in_redis(
 async def test_a_job_whose_claim_is_refused_or_never_answered_never_runs(
     plane: FakePlane,
 ) -> None:
-    worker = worker_for(plane, timeout=0.5)
-    ran: list[str] = []
-
-    @worker.handle("job.nl.run")
-    def run(ctx: JobContext) -> str:
-        ran.append(ctx.job_id)
-        return "ran"
-
+    worker, ran = worker_recording_runs(plane, timeout=0.5)
     refused, unanswered, fine = (plane.job_id(n) for n in ("refused", "unanswered", "fine"))
     plane.refused.add(refused)
     plane.silent.add(unanswered)
@@ -340,14 +346,7 @@ async def test_a_job_whose_claim_is_refused_or_never_answered_never_runs(
 async def test_a_claim_whose_answer_was_lost_is_asked_again_and_runs_once(
     plane: FakePlane,
 ) -> None:
-    worker = worker_for(plane, timeout=0.5)
-    ran: list[str] = []
-
-    @worker.handle("job.nl.run")
-    def run(ctx: JobContext) -> str:
-        ran.append(ctx.job_id)
-        return "ran"
-
+    worker, ran = worker_recording_runs(plane, timeout=0.5)
     job_id = plane.job_id("lost-answer")
     plane.lost_once.add(job_id)
     async with serving(worker, plane):
@@ -364,14 +363,7 @@ async def test_a_claim_whose_answer_was_lost_is_asked_again_and_runs_once(
 
 
 async def test_jobs_that_arrive_together_are_claimed_in_one_request(plane: FakePlane) -> None:
-    worker = worker_for(plane)
-    ran: list[str] = []
-
-    @worker.handle("job.nl.run")
-    def run(ctx: JobContext) -> str:
-        ran.append(ctx.job_id)
-        return "ran"
-
+    worker, ran = worker_recording_runs(plane)
     first, *together = (plane.job_id(n) for n in ("first", "b", "c", "d"))
     plane.held[first] = release = asyncio.Event()
     async with serving(worker, plane):
@@ -389,14 +381,7 @@ async def test_jobs_that_arrive_together_are_claimed_in_one_request(plane: FakeP
 
 
 async def test_a_claim_answered_with_an_error_is_not_run(plane: FakePlane) -> None:
-    worker = worker_for(plane)
-    ran: list[str] = []
-
-    @worker.handle("job.nl.run")
-    def run(ctx: JobContext) -> str:
-        ran.append(ctx.job_id)
-        return "ran"
-
+    worker, ran = worker_recording_runs(plane)
     garbled, fine = plane.job_id("garbled"), plane.job_id("fine")
     plane.garbled.add(garbled)
     async with serving(worker, plane):
