@@ -12,8 +12,8 @@ CAP subjects (reference section 6), so the schedulers see it as they see any CAP
   from ever running twice, so a refused claim means the job is dropped (the server
   re-drives it). A claim whose answer never came (a scheduler died after committing
   it, NATS was reconnecting) is asked again, marked ``again``, for up to
-  :data:`CLAIM_RETRY_S`; the job is listed as held meanwhile, so no
-  scheduler takes it for lost, and runs if a scheduler confirms it is this worker's.
+  :data:`CLAIM_RETRY_S`; the job is listed as held meanwhile, so no scheduler takes it
+  for lost, and runs if a scheduler confirms it is this worker's.
 - A result's output is written to ``res:<job_id>`` before the ``sys.job.result`` packet
   points at it; the link flushes, so the NATS server has the packet before ``result``
   returns (that subject is kept in a JetStream stream).
@@ -369,14 +369,20 @@ class NatsLink:
                 )
                 return _granted(request["job_ids"], json.loads(reply.data))
             except (ValueError, KeyError, TypeError) as exc:
-                log.warning("claim of %s answered badly (%s); not running them", job_ids, exc)
+                log.warning(
+                    "claim of %s answered badly (%s); not running them", _some(job_ids), exc
+                )
                 return set()
             except _NATS_FAILURES as exc:
                 asking = [job_id for job_id in request["job_ids"] if job_id not in self._reported]
                 if not asking or time.monotonic() + delay > deadline:
-                    log.warning("claim of %s failed (%s); not running them", job_ids, _failure(exc))
+                    log.warning(
+                        "claim of %s failed (%s); not running them", _some(job_ids), _failure(exc)
+                    )
                     return set()
-                log.info("claim of %s got no answer (%s); asking again", asking, _failure(exc))
+                log.info(
+                    "claim of %s got no answer (%s); asking again", _some(asking), _failure(exc)
+                )
                 request["job_ids"] = asking
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
@@ -540,6 +546,12 @@ async def _close_quietly(client: aioredis.Redis) -> None:
     """Close a client given up on, within a second, whatever state it is in."""
     with contextlib.suppress(Exception):
         await asyncio.wait_for(client.aclose(), 1.0)
+
+
+def _some(job_ids: list[str]) -> str:
+    """``job_ids`` for a log line: all of a few, the first three of many."""
+    shown = ", ".join(job_ids[:3]) + (", ..." if len(job_ids) > 3 else "")
+    return f"job {shown}" if len(job_ids) == 1 else f"{len(job_ids)} jobs ({shown})"
 
 
 def _granted(job_ids: list[str], answer: Any) -> set[str]:
