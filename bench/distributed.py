@@ -43,7 +43,7 @@ from benchlib import (
     wait_ready,
 )
 from cordum.cli.cluster import stop_processes
-from httpload import closed_loop, open_loop
+from httpload import closed_loop, warmed_open_loop
 
 HERE = Path(__file__).resolve().parent
 REDIS_URL = os.environ.get("CORDUM_STORE_URL", "redis://127.0.0.1:6379/0")
@@ -269,11 +269,8 @@ def latency(
         return {"topic": "job.bench.echo", "context": {"i": i}}
 
     with cluster(schedulers, logs, kernel) as running:
-        warm = asyncio.run(
-            open_loop(running.url, "/api/v1/jobs", body, rate=rate, duration_s=1, headers=AUTH)
-        )
-        result = asyncio.run(
-            open_loop(
+        warm_sent, result = asyncio.run(
+            warmed_open_loop(
                 running.url,
                 "/api/v1/jobs",
                 body,
@@ -283,7 +280,7 @@ def latency(
                 headers=AUTH,
             )
         )
-        wait_done(running.prefix, warm.sent + result.sent)
+        wait_done(running.prefix, warm_sent + result.sent)
         stored = stored_jobs(running.prefix)
     starts = start_delays_ms(result.answers, stored)
     return {

@@ -120,6 +120,35 @@ async def open_loop(
     return result
 
 
+async def warmed_open_loop(
+    url: str,
+    path: str,
+    make_body: Callable[[int], dict[str, Any]],
+    *,
+    rate: float,
+    duration_s: float,
+    warmup_s: float = 1.0,
+    keep_answers: bool = False,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, LoadResult]:
+    """``warmup_s`` at ``rate`` unmeasured, then the measured :func:`open_loop` run.
+
+    Returns how many requests the warm-up sent (a caller waiting for every job to finish
+    counts them too) and the measured run's result.
+    """
+    warm = await open_loop(url, path, make_body, rate=rate, duration_s=warmup_s, headers=headers)
+    result = await open_loop(
+        url,
+        path,
+        make_body,
+        rate=rate,
+        duration_s=duration_s,
+        keep_answers=keep_answers,
+        headers=headers,
+    )
+    return warm.sent, result
+
+
 async def closed_loop(
     url: str, body: dict[str, Any], *, jobs: int, concurrency: int, headers: Mapping[str, str]
 ) -> float:

@@ -47,7 +47,7 @@ from benchlib import (
     start_delays_ms,
     throughput_figures,
 )
-from httpload import closed_loop, open_loop
+from httpload import closed_loop, warmed_open_loop
 
 HERE = Path(__file__).resolve().parent
 
@@ -102,9 +102,8 @@ def latency(rate: float, duration: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         with cordum_up(data_dir) as url:
-            asyncio.run(open_loop(url, "/api/v1/jobs", body, rate=rate, duration_s=1, headers=AUTH))
-            result = asyncio.run(
-                open_loop(
+            warm_sent, result = asyncio.run(
+                warmed_open_loop(
                     url,
                     "/api/v1/jobs",
                     body,
@@ -114,7 +113,7 @@ def latency(rate: float, duration: float) -> dict[str, Any]:
                     headers=AUTH,
                 )
             )
-            wait_done(url, int(rate) + result.sent)
+            wait_done(url, warm_sent + result.sent)
         stored = stored_jobs(data_dir)
     starts = start_delays_ms(result.answers, stored)
     return latency_figures(starts) | {"offered_rps": rate, "jobs": len(starts)}

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import AUTH, cordum_up, machine, percentile
-from httpload import open_loop
+from httpload import warmed_open_loop
 
 
 def job_body(i: int) -> dict[str, Any]:
@@ -34,11 +34,16 @@ def job_body(i: int) -> dict[str, Any]:
 def run(rate: float, duration: float, warmup: float) -> dict[str, Any]:
     """One measured run against a fresh server."""
     with tempfile.TemporaryDirectory() as tmp, cordum_up(Path(tmp)) as url:
-        asyncio.run(
-            open_loop(url, "/api/v1/jobs", job_body, rate=rate, duration_s=warmup, headers=AUTH)
-        )
-        result = asyncio.run(
-            open_loop(url, "/api/v1/jobs", job_body, rate=rate, duration_s=duration, headers=AUTH)
+        _, result = asyncio.run(
+            warmed_open_loop(
+                url,
+                "/api/v1/jobs",
+                job_body,
+                rate=rate,
+                duration_s=duration,
+                warmup_s=warmup,
+                headers=AUTH,
+            )
         )
     lat = result.latencies_ms
     return {
