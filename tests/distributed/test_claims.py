@@ -10,7 +10,9 @@ answered with an error that names what is wrong and changes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -26,6 +28,19 @@ from tests.distributed.harness import Cluster, running_cluster
 pytestmark = pytest.mark.anyio
 
 TOPIC = "job.test.echo"
+
+
+@contextlib.asynccontextmanager
+async def claiming() -> AsyncIterator[tuple[Cluster, NatsClient, str]]:
+    """A one-scheduler cluster, a raw NATS client to play its worker, and the subject
+    prefix of the cluster's bus."""
+    async with running_cluster(schedulers=1) as cluster:
+        nc = NatsClient()
+        await nc.connect(backing.nats().require())
+        try:
+            yield cluster, nc, namespace_prefix(cluster.env["CORDUM_BUS_SUBJECT_PREFIX"])
+        finally:
+            await nc.close()
 
 
 async def ask(nc: NatsClient, prefix: str, request: dict[str, Any]) -> Any:
@@ -59,55 +74,43 @@ async def dispatched_to(nc: NatsClient, cluster: Cluster, prefix: str, jobs: int
 
 
 async def test_one_request_claims_many_jobs_each_answered_in_order() -> None:
-    async with running_cluster(schedulers=1) as cluster:
-        prefix = namespace_prefix(cluster.env["CORDUM_BUS_SUBJECT_PREFIX"])
-        nc = NatsClient()
-        await nc.connect(backing.nats().require())
-        try:
-            first, second, third = await dispatched_to(nc, cluster, prefix, 3)
-            answer = await ask(
-                nc, prefix, {"worker_id": "claimer", "job_ids": [first, "no-such-job", second]}
-            )
-            assert answer == {"claimed": [True, False, True]}
-            for job_id in (first, second):
-                job = await cluster.job(job_id)
-                assert (job.state.value, job.worker_id) == ("RUNNING", "claimer")
+    async with claiming() as (cluster, nc, prefix):
+        first, second, third = await dispatched_to(nc, cluster, prefix, 3)
+        answer = await ask(
+            nc, prefix, {"worker_id": "claimer", "job_ids": [first, "no-such-job", second]}
+        )
+        assert answer == {"claimed": [True, False, True]}
+        for job_id in (first, second):
+            job = await cluster.job(job_id)
+            assert (job.state.value, job.worker_id) == ("RUNNING", "claimer")
 
-            # Claimed already: no to a plain claim, yes when the first answer was lost.
-            assert await ask(nc, prefix, {"worker_id": "claimer", "job_ids": [first]}) == {
-                "claimed": [False]
-            }
-            again = {"worker_id": "claimer", "job_ids": [first], "again": True}
-            assert await ask(nc, prefix, again) == {"claimed": [True]}
+        # Claimed already: no to a plain claim, yes when the first answer was lost.
+        assert await ask(nc, prefix, {"worker_id": "claimer", "job_ids": [first]}) == {
+            "claimed": [False]
+        }
+        again = {"worker_id": "claimer", "job_ids": [first], "again": True}
+        assert await ask(nc, prefix, again) == {"claimed": [True]}
 
-            # Another worker may not claim a job dispatched to this one, again or not.
-            other = {"worker_id": "someone-else", "job_ids": [third], "again": True}
-            assert await ask(nc, prefix, other) == {"claimed": [False]}
-            assert (await cluster.job(third)).state.value == "DISPATCHED"
-        finally:
-            await nc.close()
+        # Another worker may not claim a job dispatched to this one, again or not.
+        other = {"worker_id": "someone-else", "job_ids": [third], "again": True}
+        assert await ask(nc, prefix, other) == {"claimed": [False]}
+        assert (await cluster.job(third)).state.value == "DISPATCHED"
 
 
 async def test_a_malformed_claim_is_answered_with_what_is_wrong_and_changes_nothing() -> None:
-    async with running_cluster(schedulers=1) as cluster:
-        prefix = namespace_prefix(cluster.env["CORDUM_BUS_SUBJECT_PREFIX"])
-        nc = NatsClient()
-        await nc.connect(backing.nats().require())
-        try:
-            (job_id,) = await dispatched_to(nc, cluster, prefix, 1)
-            malformed: list[dict[str, Any]] = [
-                {"worker_id": "claimer"},
-                {"worker_id": "claimer", "job_ids": []},
-                {"worker_id": "claimer", "job_ids": job_id},
-                {"worker_id": "claimer", "job_ids": [job_id, 7]},
-                {"job_ids": [job_id]},
-                {"worker_id": "claimer", "job_ids": [job_id] * (MAX_CLAIMS + 1)},
-                {"worker_id": "claimer", "job_id": job_id},  # one job, but not in a list
-            ]
-            for body in malformed:
-                answer = await ask(nc, prefix, body)
-                assert "job_ids" in answer["error"], body
-                assert "worker_id" in answer["error"], body
-            assert (await cluster.job(job_id)).state.value == "DISPATCHED"
-        finally:
-            await nc.close()
+    async with claiming() as (cluster, nc, prefix):
+        (job_id,) = await dispatched_to(nc, cluster, prefix, 1)
+        malformed: list[dict[str, Any]] = [
+            {"worker_id": "claimer"},
+            {"worker_id": "claimer", "job_ids": []},
+            {"worker_id": "claimer", "job_ids": job_id},
+            {"worker_id": "claimer", "job_ids": [job_id, 7]},
+            {"job_ids": [job_id]},
+            {"worker_id": "claimer", "job_ids": [job_id] * (MAX_CLAIMS + 1)},
+            {"worker_id": "claimer", "job_id": job_id},  # one job, but not in a list
+        ]
+        for body in malformed:
+            answer = await ask(nc, prefix, body)
+            assert "job_ids" in answer["error"], body
+            assert "worker_id" in answer["error"], body
+        assert (await cluster.job(job_id)).state.value == "DISPATCHED"
