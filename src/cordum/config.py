@@ -79,6 +79,9 @@ class Settings:
     """``nats://…``: carry notices and CAP packets on NATS JetStream instead of in-process."""
     redis_prefix: str = "cordum:"
     """Prefix of every Redis key the control plane owns (not CAP's ``ctx:``/``res:``)."""
+    redis_commit_linger_s: float = 0.005
+    """How long a busy process waits before its next Redis commit, for more writes to join
+    it (0: commit as soon as the last one finished)."""
     bus_subject_prefix: str | None = None
     """Prefix every NATS subject (isolates test runs; CAP workers need it unset)."""
     bus_stream: str = "CORDUM"

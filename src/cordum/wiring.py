@@ -128,7 +128,9 @@ async def build_plane(
     store_url, bus_url = settings.store_url or "", settings.bus_url or ""
     prefix = settings.redis_prefix
     hasher = ChainHasher(hmac_key_bytes(settings.audit_hmac_key))
-    store = await RedisStore.connect(store_url, prefix=prefix, hasher=hasher)
+    store = await RedisStore.connect(
+        store_url, prefix=prefix, hasher=hasher, commit_linger_s=settings.redis_commit_linger_s
+    )
     blobs = pooled_client(store_url)
     try:
         bus = await NatsBus.connect(
@@ -432,6 +434,7 @@ class KernelRole:
             store_url,
             prefix=settings.redis_prefix,
             hasher=ChainHasher(hmac_key_bytes(settings.audit_hmac_key)),
+            commit_linger_s=settings.redis_commit_linger_s,
         )
         velocity = RedisVelocityStore(store_url, f"{settings.redis_prefix}velocity")
         self.holder = PolicyHolder(policy, velocity)

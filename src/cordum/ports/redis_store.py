@@ -42,7 +42,7 @@ from cordum.models.pipeline import (
 from cordum.models.state import IllegalTransitionError, JobState, can_transition
 from cordum.ports.job_changes import moved, transition_steps, updated
 from cordum.ports.redis_audit import AuditChains, AuditTrail, check_sealing
-from cordum.ports.redis_commit import Committer, Read, StoreClosedError, Tx
+from cordum.ports.redis_commit import LINGER_S, Committer, Read, StoreClosedError, Tx
 from cordum.ports.redis_job_lists import JobListings
 from cordum.ports.redis_keys import Keys
 from cordum.ports.redis_pool import MAX_CONNECTIONS, POOL_TIMEOUT_S, pooled_client
@@ -72,6 +72,8 @@ class RedisStore(JobListings, QueueKeeping, RecordKeeping, AuditTrail, DecisionT
 
     Calls beyond ``max_connections`` at once wait for a connection (up to
     ``pool_timeout`` seconds) rather than fail: a burst of requests is queued, not refused.
+    ``commit_linger_s``: how long a busy process's next commit waits for more writes to
+    join it (see :mod:`cordum.ports.redis_commit`).
     """
 
     def __init__(
@@ -82,13 +84,14 @@ class RedisStore(JobListings, QueueKeeping, RecordKeeping, AuditTrail, DecisionT
         hasher: ChainHasher | None = None,
         max_connections: int = MAX_CONNECTIONS,
         pool_timeout: float = POOL_TIMEOUT_S,
+        commit_linger_s: float = LINGER_S,
     ) -> None:
         self.prefix = prefix
         self._redis = pooled_client(url, max_connections=max_connections, pool_timeout=pool_timeout)
         self._keys = Keys(prefix)
         self._hasher = hasher or ChainHasher()
         self._chains = AuditChains(self._keys, self._hasher)
-        self._commit = Committer(self._redis)
+        self._commit = Committer(self._redis, linger_s=commit_linger_s)
         self._tally = self._redis.register_script(TALLY_SCRIPT)
         self._sealing_checked = False
         self._sealing_lock = asyncio.Lock()
@@ -103,10 +106,15 @@ class RedisStore(JobListings, QueueKeeping, RecordKeeping, AuditTrail, DecisionT
 
     @classmethod
     async def connect(
-        cls, url: str, *, prefix: str = "cordum:", hasher: ChainHasher | None = None
+        cls,
+        url: str,
+        *,
+        prefix: str = "cordum:",
+        hasher: ChainHasher | None = None,
+        commit_linger_s: float = LINGER_S,
     ) -> RedisStore:
         """A store whose server is reachable and whose chains this hasher may continue."""
-        store = cls(url, prefix=prefix, hasher=hasher)
+        store = cls(url, prefix=prefix, hasher=hasher, commit_linger_s=commit_linger_s)
         try:
             await store._ready()
         except BaseException:
