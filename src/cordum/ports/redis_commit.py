@@ -22,11 +22,12 @@ queued); the others commit. So a process never races itself on a chain head, and
 process pays two round trips per batch rather than per write.
 
 Linger: after a commit that carried more than one write (writes are arriving faster
-than commits finish), the next commit waits :data:`LINGER_S` so that more writes join
-it. Each commit has a fixed cost (two script calls, in Python and in Redis) that a
-bigger batch shares; without the pause a busy process commits as fast as it can, in
-batches of a few writes, and spends that cost again and again. A write arriving at an
-idle committer, or after a commit of one write, never waits.
+than commits finish), the next commit waits ``linger_s`` (:data:`LINGER_S` unless the
+store is told otherwise) so that more writes join it. Each commit has a fixed cost (two
+script calls, in Python and in Redis) that a bigger batch shares; without the pause a
+busy process commits as fast as it can, in batches of a few writes, and spends that cost
+again and again. A write arriving at an idle committer, or after a commit of one write,
+never waits.
 """
 
 from __future__ import annotations
