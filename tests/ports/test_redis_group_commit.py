@@ -70,36 +70,9 @@ class CountedCommitter(Committer):
         return plan
 
 
-async def test_writes_arriving_during_a_busy_commit_linger_and_go_together(
-    redis: tuple[Redis, str],
-) -> None:
-    client, prefix = redis
-    committer = CountedCommitter(client, linger_s=0.3)
-    late: list[asyncio.Task[None]] = []
-
-    def send_late() -> None:  # while the first batch is in flight
-        for name in ("c", "d"):
-            late.append(asyncio.create_task(committer.write(committer.setter(prefix + name))))
-
-    first = [
-        committer.write(committer.setter(prefix + "a", then=send_late)),
-        committer.write(committer.setter(prefix + "b")),
-    ]
-    await asyncio.gather(*first)
-    # c and d are queued; the committer lingers, and e arrives before it commits them.
-    await asyncio.sleep(0.05)
-    await asyncio.gather(committer.write(committer.setter(prefix + "e")), *late)
-
-    k = [prefix + name for name in "abcde"]
-    assert committer.commits == [[k[0], k[1]], [k[2], k[3], k[4]]]
-    assert await client.mget(k) == [b"1"] * 5
-
-
-async def test_without_a_linger_the_late_writes_commit_as_soon_as_they_can(
-    redis: tuple[Redis, str],
-) -> None:
-    client, prefix = redis
-    committer = CountedCommitter(client, linger_s=0.0)
+async def late_writes(committer: CountedCommitter, prefix: str) -> list[str]:
+    """Five writes: a and b together; c and d sent while their commit is in flight; e
+    shortly after it, while c and d may still be waiting. Their keys, in that order."""
     late: list[asyncio.Task[None]] = []
 
     def send_late() -> None:
@@ -112,8 +85,26 @@ async def test_without_a_linger_the_late_writes_commit_as_soon_as_they_can(
     )
     await asyncio.sleep(0.05)
     await asyncio.gather(committer.write(committer.setter(prefix + "e")), *late)
+    return [prefix + name for name in "abcde"]
 
-    k = [prefix + name for name in "abcde"]
+
+async def test_writes_arriving_during_a_busy_commit_linger_and_go_together(
+    redis: tuple[Redis, str],
+) -> None:
+    client, prefix = redis
+    committer = CountedCommitter(client, linger_s=0.3)
+    k = await late_writes(committer, prefix)
+    # c and d were queued behind a busy commit: the committer lingered, and e joined them.
+    assert committer.commits == [[k[0], k[1]], [k[2], k[3], k[4]]]
+    assert await client.mget(k) == [b"1"] * 5
+
+
+async def test_without_a_linger_the_late_writes_commit_as_soon_as_they_can(
+    redis: tuple[Redis, str],
+) -> None:
+    client, prefix = redis
+    committer = CountedCommitter(client, linger_s=0.0)
+    k = await late_writes(committer, prefix)
     assert committer.commits == [[k[0], k[1]], [k[2], k[3]], [k[4]]]
 
 
